@@ -1,0 +1,1 @@
+"""Thin typer command modules: parse arguments, call library functions, print results."""

@@ -1,0 +1,263 @@
+"""An append-only, crash-safe record store: one folder per table, JSONL shards inside.
+
+Layout of a store root (a run directory, or a cache folder)::
+
+    <root>/.lock                      held (flock) by the one process writing this run
+    <root>/<table>/<time>-<pid>.jsonl one shard per writing process, one record per line
+
+Why this shape:
+
+* Each writer appends to a shard of its own, one ``write`` per record followed by ``flush``, so a
+  ``kill -9`` loses at most the record being written (the OS keeps what was flushed).
+* The loader detects a torn last line (no newline, or unparsable JSON at the end of a shard),
+  drops it with a warning and keeps every earlier record. A writer that takes the lock first cuts
+  torn tails off so the warning is given once.
+* Records are de-duplicated by key on load (the first one stored wins), so a rerun that appends a
+  record already present cannot duplicate it.
+* Shards are plain JSONL that polars reads directly (``pl.read_ndjson``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from xsafety.errors import RunLockedError
+from xsafety.records import Record
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Record)
+
+LOCK_NAME = ".lock"
+FSYNC_EVERY_S = 2.0
+
+
+class RunLock:
+    """An exclusive, non-blocking advisory lock on a store root (released on process death)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ``RunLockedError`` naming the holder."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.root} is in use by pid {holder}; wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass
+class LoadReport:
+    """What a load found besides good records: torn tails and corrupt lines, for the status view."""
+
+    torn: int = 0
+    corrupt: int = 0
+    duplicates: int = 0
+
+
+class Table(Generic[R]):
+    """All shards of one record type under one store root."""
+
+    def __init__(self, root: Path, cls: type[R], name: str | None = None) -> None:
+        self.cls = cls
+        self.name = name or cls.table
+        if not self.name:
+            raise ValueError(f"{cls.__name__} has no table name")
+        self.dir = Path(root) / self.name
+        self.last_load = LoadReport()
+
+    def shards(self) -> list[Path]:
+        """Shard files in creation order (their names start with a sortable time)."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(self.dir.glob("*.jsonl"))
+
+    def iter_dicts(self) -> Iterator[dict[str, Any]]:
+        """Every intact stored row as a dict, torn and corrupt lines skipped with a warning."""
+        report = LoadReport()
+        for shard in self.shards():
+            with open(shard, "rb") as fh:
+                data = fh.read()
+            lines = data.split(b"\n")
+            # A file that ends with "\n" splits into [..., b""]; anything else in the last slot is
+            # a line whose write was cut short.
+            tail = lines.pop()
+            for lineno, raw in enumerate(lines, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    report.corrupt += 1
+                    log.warning("%s:%d: skipping a corrupt line", shard, lineno)
+                    continue
+                yield row
+            if tail.strip():
+                report.torn += 1
+                log.warning("%s: dropping a torn last line (an interrupted write)", shard)
+        self.last_load = report
+
+    def load(self) -> dict[str, R]:
+        """All records by key, in store order; the first copy of a key wins."""
+        out: dict[str, R] = {}
+        dups = 0
+        for row in self.iter_dicts():
+            rec = self.cls.from_dict(row)
+            key = _key_of(rec)
+            if key in out:
+                dups += 1
+                continue
+            out[key] = rec
+        self.last_load.duplicates = dups
+        return out
+
+    def keys(self) -> set[str]:
+        """Keys of all stored records (cheaper than ``load`` for big tables)."""
+        return {row["key"] for row in self.iter_dicts() if "key" in row}
+
+    def count(self) -> int:
+        """Number of distinct stored records."""
+        return len(self.keys())
+
+    def frame(self) -> Any:
+        """The table as a polars DataFrame (empty frame with no columns when nothing is stored)."""
+        import polars as pl
+
+        rows = list(self.load().values())
+        if not rows:
+            return pl.DataFrame()
+        return pl.from_dicts([r.to_dict() for r in rows], infer_schema_length=None)
+
+    def repair(self) -> int:
+        """Cut torn tails off shards (call only while holding the run lock); returns lines cut."""
+        cut = 0
+        for shard in self.shards():
+            with open(shard, "rb+") as fh:
+                data = fh.read()
+                if not data or data.endswith(b"\n"):
+                    continue
+                keep = data.rfind(b"\n") + 1
+                fh.truncate(keep)
+                cut += 1
+                log.warning("%s: removed a torn last line left by an interrupted write", shard)
+        return cut
+
+    @contextmanager
+    def writer(self) -> Iterator["ShardWriter[R]"]:
+        """Open a fresh shard for this process and append to it."""
+        w = ShardWriter(self)
+        try:
+            yield w
+        finally:
+            w.close()
+
+    def append(self, records: Iterable[R]) -> int:
+        """Append records in one new shard; returns how many were written."""
+        with self.writer() as w:
+            for r in records:
+                w.write(r)
+            return w.written
+
+
+class ShardWriter(Generic[R]):
+    """Appends records to one shard: a line per record, flushed at once, fsync'd now and then."""
+
+    def __init__(self, table: Table[R]) -> None:
+        self.table = table
+        self.path: Path | None = None
+        self._fh: Any = None
+        self._last_sync = time.monotonic()
+        self.written = 0
+
+    def _open(self) -> None:
+        self.table.dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        base = f"{stamp}-{time.time_ns() % 1_000_000_000:09d}-{os.getpid()}"
+        self.path = self.table.dir / f"{base}.jsonl"
+        self._fh = open(self.path, "ab")
+
+    def write(self, record: R) -> None:
+        """Append one record durably enough to survive the process being killed."""
+        if self._fh is None:
+            self._open()
+        line = json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        self._fh.write(line.encode("utf-8") + b"\n")
+        self._fh.flush()
+        self.written += 1
+        now = time.monotonic()
+        if now - self._last_sync > FSYNC_EVERY_S:
+            os.fsync(self._fh.fileno())
+            self._last_sync = now
+
+    def close(self) -> None:
+        """Flush, fsync and close the shard (no file is left behind when nothing was written)."""
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+
+def _key_of(rec: Record) -> str:
+    key = getattr(rec, "key", None)
+    if not isinstance(key, str):
+        raise TypeError(f"{type(rec).__name__} has no string key")
+    return key
+
+
+class Store:
+    """A store root (usually a run directory) and its tables."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._lock = RunLock(self.root)
+
+    def table(self, cls: type[R], name: str | None = None) -> Table[R]:
+        """The table that holds records of ``cls`` (its ``table`` name unless ``name`` is given)."""
+        return Table(self.root, cls, name)
+
+    @contextmanager
+    def locked(self) -> Iterator["Store"]:
+        """Hold the run lock for a writing session and repair torn tails first."""
+        self._lock.acquire()
+        try:
+            for sub in sorted(self.root.iterdir()):
+                if sub.is_dir():
+                    Table(self.root, Record, sub.name).repair()
+            yield self
+        finally:
+            self._lock.release()
