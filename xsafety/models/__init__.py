@@ -1,0 +1,1 @@
+"""Target-model backends behind one small interface (see ``base.ChatModel``)."""
