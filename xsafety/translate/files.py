@@ -1,0 +1,141 @@
+"""Reading and writing ``translations/<set>/<locale>.jsonl``: one Translation per line.
+
+Files are diff-friendly and deterministic: sorted by prompt id, one record per prompt id, fields
+in the record's own order, ``ensure_ascii=False``. A rewrite goes to a temporary file that is
+renamed over the old one, so an interrupt leaves either the old file or the new one, never half
+of each. While a long job runs, finished items are appended to a hidden sidecar
+(``.<locale>.partial.jsonl``) that the next run merges, so a killed job resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from xsafety.data import translation_dirs
+from xsafety.errors import InputError
+from xsafety.records import Translation
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".jsonl"
+
+
+def translation_path(root: Path, set_name: str, locale: str) -> Path:
+    """Where the translations of ``set_name`` into ``locale`` live under ``root``."""
+    return Path(root) / set_name / f"{locale}{SUFFIX}"
+
+
+def partial_path(root: Path, set_name: str, locale: str) -> Path:
+    """The sidecar that holds items finished since the last full write."""
+    return Path(root) / set_name / f".{locale}.partial{SUFFIX}"
+
+
+def to_line(record: Translation) -> str:
+    """One record as one JSON line (no trailing newline)."""
+    return json.dumps(record.to_dict(), ensure_ascii=False, separators=(", ", ": "))
+
+
+def read_file(path: Path, *, tolerate_torn_tail: bool = False) -> dict[str, Translation]:
+    """Records of one file by prompt id (a later line for the same prompt id wins).
+
+    A line that is not a Translation raises ``InputError`` naming the file, line and field,
+    except a torn last line of a sidecar (``tolerate_torn_tail``), which an interrupt can leave.
+    """
+    out: dict[str, Translation] = {}
+    if not path.exists():
+        return out
+    lines = path.read_text(encoding="utf-8").split("\n")
+    last = len(lines)
+    for lineno, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            if tolerate_torn_tail and lineno >= last - 1:
+                log.warning("%s:%d: dropping a torn last line (an interrupted write)", path, lineno)
+                continue
+            raise InputError(f"not valid JSON ({exc.msg})", file=path, line=lineno) from None
+        if not isinstance(data, dict):
+            raise InputError("expected a JSON object", file=path, line=lineno)
+        for name in ("key", "prompt_id", "locale", "text", "engine"):
+            if not isinstance(data.get(name), str):
+                raise InputError("missing or not a string", file=path, line=lineno, field=name)
+        try:
+            rec = Translation.from_dict(data)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InputError(f"not a translation record ({exc})", file=path, line=lineno, field="gates") from None
+        out[rec.prompt_id] = rec
+    return out
+
+
+def write_file(path: Path, records: Iterable[Translation]) -> None:
+    """Atomically replace ``path`` with ``records`` sorted by prompt id."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(records, key=lambda r: r.prompt_id)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            for rec in ordered:
+                fh.write(to_line(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PartialWriter:
+    """Appends finished records to the sidecar, flushing each and fsyncing every ``sync_every``."""
+
+    def __init__(self, path: Path, sync_every: int = 20) -> None:
+        self.path = path
+        self.sync_every = max(1, sync_every)
+        self._fh: IO[str] | None = None
+        self._since_sync = 0
+
+    def write(self, record: Translation) -> None:
+        """Append one record durably enough to survive the process being killed."""
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8", newline="\n")
+        self._fh.write(to_line(record) + "\n")
+        self._fh.flush()
+        self._since_sync += 1
+        if self._since_sync >= self.sync_every:
+            os.fsync(self._fh.fileno())
+            self._since_sync = 0
+
+    def close(self) -> None:
+        """Flush and close the sidecar."""
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+
+def find_file(set_name: str, locale: str) -> Path | None:
+    """The first ``<set>/<locale>.jsonl`` in ``translation_dirs()`` (user folder first)."""
+    for root in translation_dirs():
+        path = translation_path(root, set_name, locale)
+        if path.exists():
+            return path
+    return None
+
+
+def locales_with_files(set_name: str) -> list[str]:
+    """Locales that have a translation file for ``set_name`` in any translation folder."""
+    found: set[str] = set()
+    for root in translation_dirs():
+        folder = Path(root) / set_name
+        if folder.is_dir():
+            found.update(p.name[: -len(SUFFIX)] for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+    return sorted(found)

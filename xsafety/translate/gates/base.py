@@ -1,0 +1,104 @@
+"""What every gate sees and returns: one item to check, and small cached text measurements.
+
+A gate is a pure function ``(item, threshold) -> GateResult``. The measurements that several
+gates and the combined quality score share (sentence chrF, identifier probabilities, word
+tokens) are memoised here so one item is never scored twice for the same number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from xsafety.records import GateResult
+
+# Word tokens for counting: letters (any script) and digits, joined by inner apostrophes/hyphens.
+_WORD = re.compile(r"[^\W_]+(?:['’\-][^\W_]+)*", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class GateInput:
+    """One forward translation to check, with what the gates need to know about its locale.
+
+    ``unknown_marks`` and ``flags`` come from the engine's ``Candidate`` (``flags`` is its ``meta``:
+    a chat translator that refused or answered says so there).
+    """
+
+    source: str
+    text: str
+    locale: str
+    script: str = "Latn"
+    back: str | None = None
+    langdetect: str | None = None
+    fasttext: str | None = None
+    unknown_marks: int = 0
+    flags: Mapping[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # flags is a dict; the texts identify the item well enough
+        return hash((self.source, self.text, self.locale, self.back, self.unknown_marks))
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A named check: its function, default threshold, and which side of it passes."""
+
+    name: str
+    check: Callable[[GateInput, float], GateResult]
+    threshold: float
+    higher_is_better: bool
+    description: str
+
+
+def result(name: str, score: float | None, threshold: float, passed: bool, detail: str = "") -> GateResult:
+    """A ``GateResult`` with the score rounded for stable, diff-friendly files."""
+    return GateResult(
+        name=name,
+        score=None if score is None else round(float(score), 4),
+        threshold=threshold,
+        passed=bool(passed),
+        detail=detail,
+    )
+
+
+def words(text: str) -> list[str]:
+    """Word tokens of ``text`` (any script), in order."""
+    return _WORD.findall(text)
+
+
+@lru_cache(maxsize=8192)
+def sentence_chrf(hypothesis: str, reference: str) -> float:
+    """sacrebleu sentence chrF (chrF2, 0-100) of one hypothesis against one reference."""
+    return float(_chrf().sentence_score(hypothesis, [reference]).score) if hypothesis.strip() else 0.0
+
+
+@lru_cache(maxsize=8192)
+def sentence_bleu(hypothesis: str, reference: str) -> float:
+    """sacrebleu sentence BLEU (effective order, so short sentences are not all zero), 0-100."""
+    return float(_bleu().sentence_score(hypothesis, [reference]).score) if hypothesis.strip() else 0.0
+
+
+@lru_cache(maxsize=1)
+def _chrf() -> Any:
+    from sacrebleu.metrics import CHRF
+
+    return CHRF()
+
+
+@lru_cache(maxsize=1)
+def _bleu() -> Any:
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(effective_order=True)
+
+
+def chrf_signature() -> str:
+    """The sacrebleu signature of the chrF the gates compute (recorded in each translation's meta)."""
+    return str(_chrf().get_signature())
+
+
+def bleu_signature() -> str:
+    """The sacrebleu signature of the sentence BLEU the gates compute."""
+    return str(_bleu().get_signature())

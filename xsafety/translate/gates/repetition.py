@@ -1,0 +1,75 @@
+"""The `repetition` gate: degenerate loops ("the bomb the bomb the bomb ...") from neural engines.
+
+Two measures, the larger is the score: the share of words inside an n-gram repeated back to back
+(n <= 6, at least 3 times; a single word 4 times), and the share of characters covered by the
+longest substring that occurs twice. zlib's compression ratio is reported in the detail. A
+source that repeats itself is allowed the same amount in its translation.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from xsafety.records import GateResult
+from xsafety.translate.gates.base import GateInput, result, words
+
+MAX_N = 6
+MAX_CHARS = 2000  # the suffix sort below is quadratic in the worst case
+
+
+def loop_share(tokens: list[str]) -> float:
+    """Share of tokens inside an n-gram repeated consecutively (3+ times; unigrams 4+ times)."""
+    if not tokens:
+        return 0.0
+    covered = [False] * len(tokens)
+    for n in range(1, MAX_N + 1):
+        need = 4 if n == 1 else 3
+        i = 0
+        while i + n <= len(tokens):
+            gram = tokens[i : i + n]
+            reps = 1
+            while tokens[i + reps * n : i + (reps + 1) * n] == gram:
+                reps += 1
+            if reps >= need:
+                for j in range(i, i + reps * n):
+                    covered[j] = True
+                i += reps * n
+            else:
+                i += 1
+    return sum(covered) / len(tokens)
+
+
+def longest_repeat_share(text: str) -> float:
+    """Length of the longest substring occurring at least twice, over the text's length."""
+    text = text[:MAX_CHARS]
+    if len(text) < 2:
+        return 0.0
+    suffixes = sorted(range(len(text)), key=lambda i: text[i:])
+    best = 0
+    for a, b in zip(suffixes, suffixes[1:]):
+        k = 0
+        while a + k < len(text) and b + k < len(text) and text[a + k] == text[b + k]:
+            k += 1
+        best = max(best, k)
+    return best / len(text)
+
+
+def repetition_score(text: str) -> float:
+    """The larger of the loop share and the longest-repeat share, 0-1."""
+    tokens = [w.casefold() for w in words(text)]
+    return max(loop_share(tokens), longest_repeat_share(text))
+
+
+def compression_ratio(text: str) -> float | None:
+    """zlib-compressed size over raw size (low for loops; unreliable below ~100 bytes)."""
+    raw = text.encode("utf-8")
+    return len(zlib.compress(raw, 9)) / len(raw) if raw else None
+
+
+def check_repetition(item: GateInput, threshold: float) -> GateResult:
+    """Pass when the repetition score is at most ``threshold`` or no worse than the source's."""
+    score = repetition_score(item.text)
+    own = repetition_score(item.source)
+    ratio = compression_ratio(item.text)
+    detail = f"source {own:.2f}" + (f", zlib ratio {ratio:.2f}" if ratio is not None else "")
+    return result("repetition", score, threshold, score <= max(threshold, own + 0.1), detail)
