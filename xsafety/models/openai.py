@@ -1,0 +1,289 @@
+"""OpenAI-compatible chat backend (vLLM, Ollama, llama.cpp server, hosted APIs) over httpx.
+
+Why it is shaped this way:
+
+* Throughput against a served model is bounded by requests in flight, so requests run as asyncio
+  tasks under a semaphore (``concurrency``, default 16) and each result is handed to the caller
+  as it arrives, so that a kill loses nothing that finished.
+* Servers shed load with 429 and 5xx, and sometimes send truncated bodies; those, timeouts and
+  connection errors are retried with exponential backoff and full jitter, honouring
+  ``Retry-After``, up to ``max_retries``. After the last try the result carries ``error`` and the
+  stage stores the failure so that a rerun retries just those items.
+* Several base URLs (one model served by several vLLM processes) share one run: each request goes
+  to the server with the fewest requests in flight, ties broken round-robin.
+* The API key is read from the environment variable *named* by ``api_key_env``; it is sent only in
+  the Authorization header and is scrubbed from every error message. The signature names the
+  served model and decoding only, not the URL (where a model is served does not change what it
+  says; serving different weights under one name is the user's lookout and is documented).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from xsafety.errors import ConfigError
+from xsafety.models.base import ChatRequest, ChatResult, Decoding, ResultCallback
+from xsafety.records import signature
+
+log = logging.getLogger(__name__)
+# httpx logs every request at INFO; across thousands of prompts that buries the run's own messages.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class RetryableError(Exception):
+    """A failure worth another try; ``retry_after`` is the server's wish in seconds, if it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalError(Exception):
+    """A failure another try cannot fix (400, 401, 404 ...)."""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+class OpenAIChatModel:
+    """Chat completions against one or more OpenAI-compatible base URLs."""
+
+    def __init__(
+        self,
+        model: str,
+        urls: Sequence[str],
+        decoding: Decoding | None = None,
+        *,
+        spec: str | None = None,
+        api_key_env: str | None = None,
+        concurrency: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 6,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+    ) -> None:
+        if not urls:
+            raise ConfigError("an openai: model needs at least one base URL", field="model")
+        self.model = model
+        self.urls = tuple(u.rstrip("/") for u in urls)
+        self.decoding = decoding or Decoding()
+        self.spec = spec or f"openai:{model}@{','.join(self.urls)}"
+        self.concurrency = max(1, int(concurrency))
+        self.timeout_s = float(timeout_s)
+        self.max_retries = max(0, int(max_retries))
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_cap_s = float(backoff_cap_s)
+        self._key: str | None = None
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise ConfigError(f"environment variable {api_key_env} (api_key_env) is empty or unset", field="api_key_env")
+            self._key = key
+        # Counters for progress displays and tests: attempts made, retries, final failures.
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "failed": 0}
+        self._in_flight = {u: 0 for u in self.urls}
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatModel(model={self.model!r}, urls={self.urls!r})"
+
+    def signature(self) -> str:
+        """Served model name and decoding; never the URL, the key or concurrency."""
+        d = self.decoding
+        sampling = d.temperature > 0
+        return signature(
+            "openai",
+            model=self.model,
+            max_new_tokens=d.max_new_tokens,
+            temperature=float(d.temperature),
+            top_p=float(d.top_p) if sampling else None,
+            seed=d.seed if sampling else None,
+        )
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key replaced, for anything that may reach a log or a record."""
+        if self._key:
+            text = text.replace(self._key, "***")
+        return text
+
+    # -- sync entry point ------------------------------------------------------------------
+
+    def chat(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[ChatResult]:
+        """Complete every request (in request order); ``on_result`` fires as each one finishes.
+
+        Runs its own event loop; when called from inside a running loop (a notebook, an async
+        caller) it runs that loop in a helper thread instead, since a loop cannot be nested.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.achat(requests, on_result))
+        box: dict[str, Any] = {}
+
+        def runner() -> None:
+            try:
+                box["out"] = asyncio.run(self.achat(requests, on_result))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                box["err"] = exc
+
+        thread = threading.Thread(target=runner, name="xsafety-openai", daemon=True)
+        thread.start()
+        thread.join()
+        if "err" in box:
+            raise box["err"]
+        return box["out"]
+
+    async def achat(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[ChatResult]:
+        """The async form of ``chat``."""
+        import httpx
+
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        semaphore = asyncio.Semaphore(self.concurrency)
+        results: dict[str, ChatResult] = {}
+        async with httpx.AsyncClient(headers=headers, limits=limits, timeout=self.timeout_s) as client:
+
+            async def one(request: ChatRequest) -> None:
+                async with semaphore:
+                    result = await self._complete(client, request)
+                results[request.id] = result
+                if on_result is not None:
+                    on_result(result)
+
+            tasks = [asyncio.create_task(one(r)) for r in requests]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+        return [results[r.id] for r in requests]
+
+    # -- one request with retries ----------------------------------------------------------
+
+    def _pick_url(self) -> str:
+        least = min(self._in_flight.values())
+        candidates = [u for u in self.urls if self._in_flight[u] == least]
+        url = candidates[self._next % len(candidates)]
+        self._next += 1
+        return url
+
+    def _payload(self, request: ChatRequest) -> dict[str, Any]:
+        d = self.decoding
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(request.messages),
+            "max_tokens": d.max_new_tokens,
+            "temperature": d.temperature,
+            "top_p": d.top_p,
+            "seed": d.seed,
+        }
+        return payload
+
+    async def _complete(self, client: Any, request: ChatRequest) -> ChatResult:
+        payload = self._payload(request)
+        started = time.perf_counter()
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            url = self._pick_url()
+            self._in_flight[url] += 1
+            self.stats["requests"] += 1
+            try:
+                result = await self._attempt(client, url, request, payload)
+                result = ChatResult(
+                    id=result.id,
+                    text=result.text,
+                    finish_reason=result.finish_reason,
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    latency_s=time.perf_counter() - started,
+                )
+                return result
+            except FatalError as exc:
+                last_error = self.redact(str(exc))
+                break
+            except RetryableError as exc:
+                last_error = self.redact(str(exc))
+                wait = self._backoff(attempt, exc.retry_after)
+            finally:
+                self._in_flight[url] -= 1
+            if attempt < self.max_retries:
+                self.stats["retries"] += 1
+                log.debug("request %s: %s; retry %d in %.2f s", request.id, last_error, attempt + 1, wait)
+                await asyncio.sleep(wait)
+        self.stats["failed"] += 1
+        attempts = min(attempt + 1, self.max_retries + 1)
+        message = f"{last_error} (after {attempts} attempt{'s' if attempts != 1 else ''})"
+        log.warning("request %s failed: %s", request.id, message)
+        return ChatResult(id=request.id, text="", error=message, latency_s=time.perf_counter() - started)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        # Full jitter spreads a burst of 429s out instead of retrying them in lockstep.
+        wait = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * (2**attempt)))
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return min(wait, self.backoff_cap_s)
+
+    async def _attempt(self, client: Any, url: str, request: ChatRequest, payload: dict[str, Any]) -> ChatResult:
+        import httpx
+
+        try:
+            response = await client.post(f"{url}/chat/completions", json=payload)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"timeout after {self.timeout_s:g} s ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise RetryableError(f"connection error: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            body = response.text[:200].replace("\n", " ")
+            message = f"HTTP {response.status_code} from {url}: {body}"
+            if response.status_code in RETRY_STATUS:
+                raise RetryableError(message, parse_retry_after(response.headers.get("retry-after")))
+            raise FatalError(message)
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            message_obj = choice.get("message") or {}
+            text = message_obj.get("content")
+            if text is None:
+                text = choice.get("text", "")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise RetryableError(f"malformed response from {url}: {response.text[:120]!r}") from None
+        usage = data.get("usage") or {}
+        return ChatResult(
+            id=request.id,
+            text=str(text).strip(),
+            finish_reason=str(choice.get("finish_reason") or ""),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
+    def close(self) -> None:
+        """Nothing held between calls: each ``chat`` opens and closes its own connection pool."""
+        return None
+
