@@ -1,10 +1,70 @@
-"""`xsafety generate` (owned by the generation work)."""
+"""`xsafety generate`: ask a target model every accepted prompt of a set, per locale."""
 
 from __future__ import annotations
 
 import typer
 
+from xsafety.commands.common import fail, split_list
+from xsafety.errors import InputError, XSafetyError
 
-def generate_command() -> None:
-    """Generate responses."""
-    raise typer.Exit(2)
+
+def generate_command(
+    model: str = typer.Option("smollm2", "--model", "-m", help="Model spec: smollm2, hf:ID_OR_PATH, gguf:FILE, openai:MODEL@URL[,URL...]"),
+    set_name: str = typer.Option("builtin", "--set", "-s", help="Instruction set name or path to a prompts JSONL file."),
+    locales: str = typer.Option("en", "--locales", "-l", help="Comma-separated locales, e.g. en,es,sw."),
+    run: str = typer.Option(..., "--run", "-r", help="Run directory (created if missing; reruns resume)."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens to generate per answer."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy; above 0 samples with --seed."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (used when temperature > 0)."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed (per request: seed + request key)."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message sent before every prompt."),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="Requests in flight (openai: models; default 16)."),
+    api_key_env: str | None = typer.Option(None, "--api-key-env", help="NAME of the environment variable holding the API key."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N prompts of the set."),
+    device: str | None = typer.Option(None, "--device", help="Local models: auto, cpu, cuda, cuda:1 ..."),
+    batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Local models: token budget per batch."),
+) -> None:
+    """Generate responses for the accepted prompts of a set in each locale, resuming where a run stopped."""
+    from xsafety.generate import build_items, generate
+    from xsafety.models import Decoding, load_model
+    from xsafety.models.spec import parse_spec
+    from xsafety.store import Store
+
+    try:
+        wanted = split_list(locales)
+        if not wanted:
+            raise InputError("no locales given", field="locales")
+        if limit is not None and limit < 1:
+            raise InputError("--limit must be at least 1", field="limit")
+        parse_spec(model)  # a malformed spec should fail before any prompt is loaded
+        items, missing = build_items(set_name, wanted, system_prompt=system_prompt, limit=limit)
+        for locale, count in missing.items():
+            if count:
+                typer.secho(
+                    f"{locale}: {count} prompt(s) have no accepted translation and are skipped "
+                    f"(run `xsafety translate --set {set_name} --locales {locale}`)",
+                    fg="yellow",
+                    err=True,
+                )
+        if not items:
+            raise InputError(f"nothing to generate for set {set_name!r} in {', '.join(wanted)}", field="locales")
+        # Unset options are dropped by load_model; a set one the backend cannot use is an error.
+        options = {"concurrency": concurrency, "api_key_env": api_key_env, "device": device, "batch_tokens": batch_tokens}
+        decoding = Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        chat_model = load_model(model, decoding, **options)
+        try:
+            summary = generate(Store(run), chat_model, items)
+        finally:
+            chat_model.close()
+    except XSafetyError as exc:
+        fail(str(exc))
+        return
+    typer.echo(
+        f"{summary.new} new, {summary.cached} cached, {summary.failed} failed; "
+        f"{summary.completion_tokens} tokens in {summary.seconds:.1f} s ({summary.tokens_per_s:.1f} tok/s)"
+    )
+    if summary.failed:
+        for error in summary.errors:
+            typer.secho(f"  {error}", fg="red", err=True)
+        typer.secho("some items failed: rerun the same command to retry just those", fg="red", err=True)
+        raise typer.Exit(1)

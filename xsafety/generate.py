@@ -1,0 +1,257 @@
+"""The generation stage: ask a target model every (prompt, locale, attack, variant) item once.
+
+Successes go to the ``responses`` table and failures to a separate ``response_errors`` table.
+Why two tables: the store keeps the *first* copy of a key, so a failure stored under a response
+key would shadow the success of a later retry. Keeping failures apart makes "wanted keys - stored
+response keys" retry exactly the failed and the never-tried items, and keeps a history of what
+went wrong. Each result is appended the moment it arrives, so a kill loses nothing finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rich.progress import Progress
+
+from xsafety.models.base import ChatModel, ChatRequest, ChatResult
+from xsafety.progress import progress_bar
+from xsafety.records import Record, Response, stable_hash
+from xsafety.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenItem:
+    """One conversation to send: which prompt, in which locale, under which attack and variant.
+
+    ``messages`` are exactly what the model receives (system prompt included). ``meta`` is copied
+    into the Response record; ``meta["input_key"]``, when present, becomes its ``input_key``
+    (the Prompt or Translation key the text came from).
+    """
+
+    prompt_id: str
+    set: str
+    locale: str
+    attack: str
+    variant: str
+    messages: tuple[dict[str, str], ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResponseError(Record):
+    """One failed attempt at an item (every retry of the backend exhausted)."""
+
+    table: ClassVar[str] = "response_errors"
+
+    key: str
+    response_key: str
+    prompt_id: str
+    set: str
+    locale: str
+    model: str
+    error: str
+    attack: str = "none"
+    variant: str = "default"
+    at: float = 0.0
+
+
+@dataclass
+class GenSummary:
+    """What one ``generate`` call did."""
+
+    new: int = 0
+    cached: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Completion tokens generated per second of wall time in this call."""
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def response_key(model_signature: str, item: GenItem) -> str:
+    """The key of an item's response: model signature, the item's identity and its exact messages.
+
+    The identity (set, prompt, locale, attack, variant) is in the key as well as the messages, so
+    two items that happen to send the same text (an attack that leaves a prompt unchanged) keep
+    separate records instead of one shadowing the other.
+    """
+    return stable_hash(
+        "response",
+        model_signature,
+        item.set,
+        item.prompt_id,
+        item.locale,
+        item.attack,
+        item.variant,
+        [dict(m) for m in item.messages],
+    )
+
+
+def load_responses(store: Store) -> dict[str, Response]:
+    """Stored successful responses by key."""
+    return store.table(Response).load()
+
+
+def load_errors(store: Store) -> dict[str, ResponseError]:
+    """Stored failures by failure key (several per response key when retries failed again)."""
+    return store.table(ResponseError).load()
+
+
+def generate(
+    store: Store,
+    model: ChatModel,
+    items: Sequence[GenItem],
+    progress: Progress | None = None,
+    *,
+    lock: bool = True,
+) -> GenSummary:
+    """Answer every item not yet answered by this model, appending records as results arrive.
+
+    Items whose key is already in ``responses`` are counted as cached; stored failures are tried
+    again. ``lock=False`` is for a caller (the orchestrator) that already holds the run lock.
+    """
+    if lock:
+        with store.locked():
+            return _generate(store, model, items, progress)
+    return _generate(store, model, items, progress)
+
+
+def _generate(store: Store, model: ChatModel, items: Sequence[GenItem], progress: Progress | None) -> GenSummary:
+    sig = model.signature()
+    summary = GenSummary()
+    stored = store.table(Response).keys()
+    wanted: dict[str, GenItem] = {}
+    for item in items:
+        key = response_key(sig, item)
+        if key in stored:
+            summary.cached += 1
+        elif key not in wanted:
+            wanted[key] = item
+    if not wanted:
+        return summary
+    log.info("generating %d responses with %s (%d cached)", len(wanted), sig, summary.cached)
+    requests = [ChatRequest(id=key, messages=item.messages) for key, item in wanted.items()]
+    started = time.perf_counter()
+    responses = store.table(Response)
+    failures = store.table(ResponseError)
+    with progress_bar("generate", len(requests), progress) as bar, responses.writer() as ok_out, failures.writer() as err_out:
+
+        def on_result(result: ChatResult) -> None:
+            item = wanted[result.id]
+            if result.error:
+                summary.failed += 1
+                if len(summary.errors) < 5:
+                    summary.errors.append(result.error)
+                err_out.write(_error_record(sig, item, result))
+            else:
+                summary.new += 1
+                summary.prompt_tokens += result.prompt_tokens or 0
+                summary.completion_tokens += result.completion_tokens or 0
+                ok_out.write(_response_record(sig, item, result))
+            summary.seconds = time.perf_counter() - started
+            bar.advance(1, rate=f"{summary.tokens_per_s:.1f} tok/s")
+
+        model.chat(requests, on_result=on_result)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _response_record(sig: str, item: GenItem, result: ChatResult) -> Response:
+    return Response(
+        key=result.id,
+        prompt_id=item.prompt_id,
+        set=item.set,
+        locale=item.locale,
+        model=sig,
+        text=result.text,
+        attack=item.attack,
+        variant=item.variant,
+        input_key=str(item.meta.get("input_key", "")),
+        messages=item.messages,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        latency_s=result.latency_s,
+        meta=dict(item.meta),
+    )
+
+
+def _error_record(sig: str, item: GenItem, result: ChatResult) -> ResponseError:
+    now = time.time()
+    return ResponseError(
+        key=stable_hash("response-error", result.id, now, time.perf_counter_ns()),
+        response_key=result.id,
+        prompt_id=item.prompt_id,
+        set=item.set,
+        locale=item.locale,
+        model=sig,
+        error=result.error or "",
+        attack=item.attack,
+        variant=item.variant,
+        at=now,
+    )
+
+
+def build_items(
+    set_name: str,
+    locales: Sequence[str],
+    *,
+    system_prompt: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[GenItem], dict[str, int]]:
+    """Plain (no-attack) items for a set: English prompt text, accepted translations elsewhere.
+
+    Returns the items and, per locale, how many prompts were left out for want of an accepted
+    translation (so the caller can say so rather than silently evaluate fewer prompts).
+    """
+    from xsafety.taxonomy import load_set
+    from xsafety.translate import load_translations
+
+    prompts = load_set(set_name)
+    if limit is not None:
+        prompts = prompts[:limit]
+    # A set given as a path is stored under its own name; translations are filed under that name.
+    stored_set = prompts[0].set if prompts else set_name
+    items: list[GenItem] = []
+    missing: dict[str, int] = {}
+    for locale in locales:
+        if locale == "en":
+            texts = {p.id: (p.text, p.key) for p in prompts}
+        else:
+            translations = load_translations(stored_set, locale)
+            texts = {
+                pid: (t.text, t.key) for pid, t in translations.items() if t.accepted and t.text.strip()
+            }
+        missing[locale] = 0
+        for prompt in prompts:
+            if prompt.id not in texts:
+                missing[locale] += 1
+                continue
+            text, input_key = texts[prompt.id]
+            messages: list[dict[str, str]] = []
+            if system_prompt:
+                messages.append({"role": "system", "content": system_prompt})
+            messages.append({"role": "user", "content": text})
+            items.append(
+                GenItem(
+                    prompt_id=prompt.id,
+                    set=prompt.set,
+                    locale=locale,
+                    attack="none",
+                    variant="default" if not system_prompt else f"system:{stable_hash(system_prompt, length=8)}",
+                    messages=tuple(messages),
+                    meta={"input_key": input_key, "category": prompt.category},
+                )
+            )
+    return items, missing
