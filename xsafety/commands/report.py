@@ -2,6 +2,52 @@
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-app = typer.Typer(no_args_is_help=True)
+import typer
+from rich.console import Console
+
+from xsafety.commands.common import default_group, fail
+from xsafety.errors import XSafetyError
+
+app = typer.Typer(no_args_is_help=True, cls=default_group("main"))
+
+
+@app.command("main", hidden=True)
+def report_command(
+    run_dir: Path = typer.Argument(..., help="Run directory (holds responses/ and verdicts/)."),
+    policy: str = typer.Option(None, "--policy", "-p", help="Scoring policy: a name in taxonomy/policies or a TOML path."),
+    out: Path = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
+    judge: str = typer.Option(None, "--judge", help="Primary judge signature (default: from run.json, else the busiest)."),
+    min_pairs: int = typer.Option(30, "--min-pairs", help="Flag gaps resting on fewer pairs than this."),
+) -> None:
+    """Write the report of a run (tables, Markdown, heatmaps, index.html) and print its summary."""
+    from xsafety.report.aggregate import Thresholds
+    from xsafety.report.build import compute, summary_rich, write_report
+
+    try:
+        data = compute(run_dir, policy, thresholds=Thresholds(min_pairs=min_pairs), primary_judge=judge)
+        folder = write_report(data, out if out is not None else run_dir / "report")
+    except XSafetyError as exc:
+        fail(str(exc))
+        return
+    console = Console()
+    console.print(summary_rich(data))
+    console.print(f"report: {folder / 'index.html'}")
+
+
+@app.command("compare")
+def compare_command(
+    runs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for compare.md, compare.csv and index.html."),
+    policy: str = typer.Option(None, "--policy", "-p", help="Scoring policy applied to every run."),
+) -> None:
+    """Put runs (models, settings) side by side per locale: rates, gaps with CIs, trust."""
+    from xsafety.report.compare import compare_runs
+
+    try:
+        folder = compare_runs(runs, out, policy)
+    except XSafetyError as exc:
+        fail(str(exc))
+        return
+    typer.echo(f"comparison: {folder / 'index.html'}")

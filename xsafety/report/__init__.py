@@ -1,0 +1,12 @@
+"""Cross-lingual safety reports: rates, paired gaps to English, trust, policies, Markdown/HTML.
+
+Public API: ``build_report(run_dir, out_dir=None, policy=None) -> Path`` writes a run's report
+folder; ``summary_table(run_dir) -> rich.table.Table`` is the terminal summary;
+``compare_runs([run_a, run_b, ...], out_dir) -> Path`` puts runs side by side.
+"""
+
+from xsafety.report.build import build_report, compute, summary_table
+from xsafety.report.compare import compare_runs
+from xsafety.report.policy import load_policy
+
+__all__ = ["build_report", "compare_runs", "compute", "load_policy", "summary_table"]

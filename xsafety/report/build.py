@@ -1,0 +1,199 @@
+"""Compute every report table for a run, and write the report folder."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.table import Table
+
+from xsafety.report import aggregate as agg
+from xsafety.report.frame import ENGLISH, RunData, load_run
+from xsafety.report.policy import Policy, load_policy
+from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
+
+log = logging.getLogger(__name__)
+
+# Breakdowns written as tables: name -> extra grouping columns beside the locale.
+BREAKDOWNS: dict[str, list[str]] = {
+    "macro": ["macro"],
+    "micro": ["macro", "category"],
+    "type": ["xsafety_type"],
+    "model": ["model_name"],
+    "attack": ["attack"],
+    "variant": ["variant"],
+}
+GAP_BREAKDOWNS = ("macro", "model", "attack", "variant")
+
+
+@dataclass
+class ReportData:
+    """Every table of one run's report, plus what produced them."""
+
+    run: RunData
+    policy: Policy
+    thresholds: agg.Thresholds
+    primary: pl.DataFrame
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> pl.DataFrame:
+        """Per-locale headline table."""
+        return self.tables["summary"]
+
+
+def compute(
+    run_dir: str | Path,
+    policy: str | Policy | None = None,
+    *,
+    thresholds: agg.Thresholds | None = None,
+    primary_judge: str | None = None,
+    n_boot: int = DEFAULT_B,
+    seed: int = DEFAULT_SEED,
+    breakdowns: bool = True,
+) -> ReportData:
+    """Load a run and compute its tables (``breakdowns=False``: only what the summary needs)."""
+    run = load_run(run_dir, primary_judge=primary_judge)
+    if policy is None:
+        policy = run.info.get("report", {}).get("policy") if isinstance(run.info.get("report"), dict) else None
+    pol = policy if isinstance(policy, Policy) else load_policy(policy)
+    th = thresholds or agg.Thresholds()
+    primary = agg.primary_frame(run, pol)
+    data = ReportData(run=run, policy=pol, thresholds=th, primary=primary)
+    t = data.tables
+    t["rates_locale"] = agg.rates(primary, ["locale", "resource"])
+    t["gaps_locale"] = agg.gaps(primary, ["locale", "resource"], th, n_boot=n_boot, seed=seed)
+    t["trust"] = agg.trust(run, primary, th)
+    t["summary"] = agg.summary(t["rates_locale"], t["gaps_locale"], t["trust"])
+    if not breakdowns:
+        return data
+    t["gaps_resource"] = agg.gaps(primary, ["resource"], th, n_boot=n_boot, seed=seed)
+    for name, cols in BREAKDOWNS.items():
+        t[f"rates_locale_{name}"] = agg.rates(primary, ["locale", *cols])
+    for name in GAP_BREAKDOWNS:
+        t[f"gaps_locale_{name}"] = agg.gaps(primary, ["locale", *BREAKDOWNS[name]], th, n_boot=n_boot, seed=seed)
+    return data
+
+
+def write_tables(data: ReportData, out: Path) -> list[Path]:
+    """Every table as Parquet and CSV under ``out/tables``."""
+    folder = out / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, df in data.tables.items():
+        df.write_parquet(folder / f"{name}.parquet")
+        df.write_csv(folder / f"{name}.csv")
+        written += [folder / f"{name}.parquet", folder / f"{name}.csv"]
+    return written
+
+
+def build_report(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    policy: str | None = None,
+    *,
+    thresholds: agg.Thresholds | None = None,
+    primary_judge: str | None = None,
+    n_boot: int = DEFAULT_B,
+    seed: int = DEFAULT_SEED,
+) -> Path:
+    """Write a run's report folder (``run_dir/report`` unless ``out_dir``) and return its path.
+
+    The folder holds ``tables/*.parquet|csv``, ``summary.md``, one ``<locale>.md`` per locale,
+    heatmap PNGs and a self-contained ``index.html``.
+    """
+    data = compute(
+        run_dir, policy, thresholds=thresholds, primary_judge=primary_judge, n_boot=n_boot, seed=seed
+    )
+    return write_report(data, Path(out_dir) if out_dir is not None else Path(run_dir) / "report")
+
+
+def write_report(data: ReportData, out: Path) -> Path:
+    """Write a computed report into folder ``out`` (created) and return it."""
+    from xsafety.report import html, markdown, plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_tables(data, out)
+    markdown.write_markdown(data, out)
+    images = plots.write_heatmaps(data, out)
+    html.write_index(data, out, images)
+    log.info("report written to %s", out)
+    return out
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _gap(row: dict[str, Any], metric: str) -> str:
+    gap = row.get(f"{metric}_gap_pp")
+    if gap is None or (isinstance(gap, float) and math.isnan(gap)):
+        return "-"
+    lo, hi = row[f"{metric}_ci_low_pp"], row[f"{metric}_ci_high_pp"]
+    return f"{gap:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def _p(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.3f}" if x >= 0.001 else "<0.001"
+
+
+def policy_changes_failure(policy: Policy) -> bool:
+    """Whether a policy's failure rate can differ from the unsafe rate (worth its own column)."""
+    return policy.failure != frozenset({"unsafe"}) or any(r.failure is not None for r in policy.rules.values())
+
+
+def summary_table(run_dir: str | Path, policy: str | None = None) -> Table:
+    """The terminal summary: per locale n, unsafe %, refusal %, gaps vs English with CI and p, trust."""
+    data = compute(run_dir, policy, breakdowns=False)
+    return summary_rich(data)
+
+
+def summary_rich(data: ReportData) -> Table:
+    """Render a computed report's summary as a rich table."""
+    judge = data.run.primary_judge or "no verdicts"
+    table = Table(
+        title=f"xsafety: {data.run.run_dir}",
+        caption=(
+            f"primary judge {judge} (native); policy {data.policy.name}; gaps = locale - {ENGLISH} in "
+            "points, 95% paired-bootstrap CI; p = exact McNemar"
+        ),
+    )
+    for name, justify in [
+        ("locale", "left"),
+        ("resource", "left"),
+        ("n", "right"),
+        ("unsafe %", "right"),
+        ("refusal %", "right"),
+        ("unsafe gap", "right"),
+        ("p", "right"),
+        ("refusal gap", "right"),
+        ("p ", "right"),
+        ("trust", "left"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    show_failure = policy_changes_failure(data.policy)
+    if show_failure:
+        table.add_column("failure %", justify="right")
+    for row in data.summary.to_dicts():
+        cells = [
+            row["locale"],
+            str(row.get("resource") or ""),
+            str(row["n"]),
+            _pct(row["unsafe_rate"]),
+            _pct(row["refusal_rate"]),
+            _gap(row, "unsafe") + (" small" if row.get("unsafe_small") else ""),
+            _p(row.get("unsafe_p")),
+            _gap(row, "refusal"),
+            _p(row.get("refusal_p")),
+            "baseline" if row["locale"] == ENGLISH else str(row.get("trust") or ""),
+        ]
+        if show_failure:
+            cells.append(_pct(row["fail_rate"]))
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,300 @@
+"""Load a run directory into polars frames: one row per (response x judge x mode).
+
+Everything a report needs beside the verdict is joined on here, read from what exists and
+degrading gracefully where it does not:
+
+* prompt categories: a ``prompts`` table in the run dir (a snapshot), else
+  ``xsafety.taxonomy.load_set(set)``, else a ``category`` in the response's ``meta``;
+* the locale's resource level: ``run.json`` (``resource`` map or locale entries), else
+  ``xsafety.locales.get_locale(code).resource``, else ``unknown``;
+* translation acceptance and round-trip chrF: a ``translations`` table in the run dir, else
+  ``xsafety.translate.load_translations(set, locale)``;
+* the primary judge: ``run.json`` (``primary_judge`` or the first of ``judges``), else the judge
+  with the most verdicts.
+
+Attacks applied before translation use derived ids (``<id>~<attack>`` in set ``<set>~<attack>``);
+``base_id``/``base_set`` strip the suffix so that categories join and pairs across locales match.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from xsafety.errors import InputError
+from xsafety.records import Prompt, Response, Translation, Verdict
+from xsafety.report.categories import UNCATEGORISED, macro_of
+from xsafety.store import Store
+
+log = logging.getLogger(__name__)
+
+ENGLISH = "en"
+PRIMARY_MODE = "native"
+BACK_MODE = "back-translated"
+ROUNDTRIP_GATE = "roundtrip_chrf"
+
+VERDICT_SCHEMA: dict[str, Any] = {
+    "response_key": pl.Utf8,
+    "model": pl.Utf8,
+    "model_name": pl.Utf8,
+    "set": pl.Utf8,
+    "base_set": pl.Utf8,
+    "prompt_id": pl.Utf8,
+    "base_id": pl.Utf8,
+    "locale": pl.Utf8,
+    "attack": pl.Utf8,
+    "variant": pl.Utf8,
+    "response_text": pl.Utf8,
+    "response_error": pl.Utf8,
+    "judge": pl.Utf8,
+    "mode": pl.Utf8,
+    "label": pl.Utf8,
+    "category": pl.Utf8,
+    "macro": pl.Utf8,
+    "xsafety_type": pl.Utf8,
+    "resource": pl.Utf8,
+    "tr_accepted": pl.Boolean,
+    "roundtrip_chrf": pl.Float64,
+}
+
+TRANSLATION_SCHEMA: dict[str, Any] = {
+    "set": pl.Utf8,
+    "prompt_id": pl.Utf8,
+    "locale": pl.Utf8,
+    "accepted": pl.Boolean,
+    "roundtrip_chrf": pl.Float64,
+    "quality": pl.Float64,
+}
+
+
+@dataclass
+class RunData:
+    """A run loaded for reporting."""
+
+    run_dir: Path
+    info: dict[str, Any]
+    verdicts: pl.DataFrame  # one row per (response x judge x mode), schema VERDICT_SCHEMA
+    translations: pl.DataFrame  # one row per translation of a prompt the run asked, TRANSLATION_SCHEMA
+    n_responses: int
+    n_response_errors: int
+    primary_judge: str | None
+    judges: list[str] = field(default_factory=list)
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """The orchestrator's ``run.json`` snapshot, or ``{}`` when the run has none."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
+    return data if isinstance(data, dict) else {}
+
+
+def base_of(name: str) -> str:
+    """``id~attack`` -> ``id``: the English prompt or set an attacked item derives from."""
+    return name.split("~", 1)[0]
+
+
+def model_name_of(response: Response) -> str:
+    """A short display name for the response's model (meta ``model_name``, else its signature)."""
+    name = response.meta.get("model_name") if isinstance(response.meta, dict) else None
+    return str(name) if name else response.model
+
+
+def _resource_lookup(info: dict[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    resource = info.get("resource")
+    if isinstance(resource, dict):
+        found.update({str(k): str(v) for k, v in resource.items()})
+    locales = info.get("locales")
+    if isinstance(locales, list):
+        for entry in locales:
+            if isinstance(entry, dict) and "code" in entry and "resource" in entry:
+                found.setdefault(str(entry["code"]), str(entry["resource"]))
+    return found
+
+
+def resource_of(code: str, known: dict[str, str]) -> str:
+    """Resource level of a locale: from the run snapshot, else the locale registry."""
+    if code in known:
+        return known[code]
+    try:
+        from xsafety.locales import get_locale
+    except ImportError:
+        return "high" if code == ENGLISH else "unknown"
+    try:
+        return str(get_locale(code).resource)
+    except Exception:  # an unknown or malformed locale must not stop a report
+        return "high" if code == ENGLISH else "unknown"
+
+
+def _prompts_for(store: Store, sets: set[str]) -> dict[tuple[str, str], Prompt]:
+    prompts: dict[tuple[str, str], Prompt] = {}
+    snapshot = store.table(Prompt).load()
+    for p in snapshot.values():
+        prompts[(p.set, p.id)] = p
+    missing = {s for s in sets if not any(k[0] == s for k in prompts)}
+    if missing:
+        try:
+            from xsafety.taxonomy import load_set
+        except ImportError:
+            load_set = None  # type: ignore[assignment]
+        for name in sorted(missing):
+            if load_set is None:
+                break
+            try:
+                for p in load_set(name):
+                    prompts[(name, p.id)] = p
+            except Exception as exc:  # a missing set only costs its categories
+                log.warning("report: cannot load prompt set %r for categories: %s", name, exc)
+    return prompts
+
+
+def _translations_for(store: Store, pairs: set[tuple[str, str]]) -> dict[tuple[str, str, str], Translation]:
+    """(set, locale, prompt_id) -> translation, for the (set, locale) pairs the run used."""
+    found: dict[tuple[str, str, str], Translation] = {}
+    for t in store.table(Translation).load().values():
+        found[(t.set, t.locale, t.prompt_id)] = t
+    have = {(k[0], k[1]) for k in found}
+    todo = sorted(p for p in pairs if p not in have and p[1] != ENGLISH)
+    if todo:
+        try:
+            from xsafety.translate import load_translations
+        except ImportError:
+            load_translations = None  # type: ignore[assignment]
+        for set_name, locale in todo:
+            if load_translations is None:
+                break
+            try:
+                for pid, t in load_translations(set_name, locale).items():
+                    found[(set_name, locale, pid)] = t
+            except Exception as exc:
+                log.warning("report: no translations for %s/%s: %s", set_name, locale, exc)
+    return found
+
+
+def _roundtrip(t: Translation | None) -> float | None:
+    if t is None:
+        return None
+    gate = t.gate(ROUNDTRIP_GATE)
+    return None if gate is None or gate.score is None else float(gate.score)
+
+
+def pick_primary_judge(judges: list[str], counts: Counter[str], info: dict[str, Any]) -> str | None:
+    """The run's primary judge signature: named in ``run.json`` if it matches, else the busiest."""
+    wanted: list[str] = []
+    if isinstance(info.get("primary_judge"), str):
+        wanted.append(info["primary_judge"])
+    js = info.get("judges")
+    if isinstance(js, list) and js:
+        first = js[0]
+        if isinstance(first, dict):
+            first = first.get("name") or first.get("signature")
+        if isinstance(first, str):
+            wanted.append(first)
+    for name in wanted:
+        for sig in judges:
+            # A config names a judge ("default"); verdicts carry its signature ("default|model:..").
+            if sig == name or sig.startswith(name + "|") or f"name:{name}" in sig.split("|"):
+                return sig
+    if not counts:
+        return None
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+
+
+def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
+    """Read a run directory's responses and verdicts and join everything a report needs."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run directory not found: {run_dir}", file=run_dir)
+    info = read_run_info(run_dir)
+    store = Store(run_dir)
+    responses = store.table(Response).load()
+    verdicts = store.table(Verdict).load()
+    resources = _resource_lookup(info)
+    base_sets = {base_of(r.set) for r in responses.values()}
+    prompts = _prompts_for(store, base_sets)
+    translations = _translations_for(store, {(r.set, r.locale) for r in responses.values()})
+
+    by_response: dict[str, list[Verdict]] = {}
+    counts: Counter[str] = Counter()
+    for v in verdicts.values():
+        by_response.setdefault(v.response_key, []).append(v)
+        counts[v.judge] += 1
+    judges = sorted(counts)
+    info_judge = {"primary_judge": primary_judge} if primary_judge else info
+    primary = pick_primary_judge(judges, counts, info_judge)
+
+    rows: list[dict[str, Any]] = []
+    resource_cache: dict[str, str] = {}
+    errors = 0
+    for r in responses.values():
+        if r.error:
+            errors += 1
+        base_set, base_id = base_of(r.set), base_of(r.prompt_id)
+        prompt = prompts.get((base_set, base_id))
+        category = prompt.category if prompt else str(r.meta.get("category", "") or "")
+        xtype = (prompt.xsafety_type if prompt else r.meta.get("xsafety_type")) or None
+        if r.locale not in resource_cache:
+            resource_cache[r.locale] = resource_of(r.locale, resources)
+        t = translations.get((r.set, r.locale, r.prompt_id))
+        base = {
+            "response_key": r.key,
+            "model": r.model,
+            "model_name": model_name_of(r),
+            "set": r.set,
+            "base_set": base_set,
+            "prompt_id": r.prompt_id,
+            "base_id": base_id,
+            "locale": r.locale,
+            "attack": r.attack,
+            "variant": r.variant,
+            "response_text": r.text,
+            "response_error": r.error,
+            "category": category or UNCATEGORISED,
+            "macro": macro_of(category),
+            "xsafety_type": xtype or "none",
+            "resource": resource_cache[r.locale],
+            "tr_accepted": None if t is None else bool(t.accepted),
+            "roundtrip_chrf": _roundtrip(t),
+        }
+        for v in by_response.get(r.key, []):
+            rows.append({**base, "judge": v.judge, "mode": v.mode, "label": v.label})
+    frame = pl.DataFrame(rows, schema=VERDICT_SCHEMA) if rows else pl.DataFrame(schema=VERDICT_SCHEMA)
+
+    # Rejected translations never reach generation, so acceptance is counted over every
+    # translation of the prompts the run asked (in English, when it has an English baseline).
+    used_pairs = {(r.set, r.locale) for r in responses.values() if r.locale != ENGLISH}
+    english_ids = {(base_of(r.set), base_of(r.prompt_id)) for r in responses.values() if r.locale == ENGLISH}
+    trows = [
+        {
+            "set": k[0],
+            "prompt_id": k[2],
+            "locale": k[1],
+            "accepted": bool(t.accepted),
+            "roundtrip_chrf": _roundtrip(t),
+            "quality": t.quality,
+        }
+        for k, t in translations.items()
+        if (k[0], k[1]) in used_pairs and (not english_ids or (base_of(k[0]), base_of(k[2])) in english_ids)
+    ]
+    tframe = pl.DataFrame(trows, schema=TRANSLATION_SCHEMA) if trows else pl.DataFrame(schema=TRANSLATION_SCHEMA)
+    return RunData(
+        run_dir=run_dir,
+        info=info,
+        verdicts=frame,
+        translations=tframe,
+        n_responses=len(responses),
+        n_response_errors=errors,
+        primary_judge=primary,
+        judges=judges,
+    )

@@ -1,0 +1,103 @@
+"""Heatmaps (matplotlib, Agg backend): locale x ALERT macro unsafe rate, and its gap to English."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written headless (CI, servers); never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from xsafety.report.frame import ENGLISH  # noqa: E402
+
+if TYPE_CHECKING:
+    from xsafety.report.build import ReportData
+
+log = logging.getLogger(__name__)
+
+
+def _grid(df: pl.DataFrame, value: str, locales: list[str], macros: list[str]) -> np.ndarray:
+    grid = np.full((len(locales), len(macros)), np.nan)
+    li = {c: i for i, c in enumerate(locales)}
+    mi = {c: i for i, c in enumerate(macros)}
+    for row in df.select("locale", "macro", value).iter_rows():
+        if row[0] in li and row[1] in mi and row[2] is not None:
+            grid[li[row[0]], mi[row[1]]] = row[2]
+    return grid
+
+
+def heatmap(
+    grid: np.ndarray,
+    rows: list[str],
+    cols: list[str],
+    path: Path,
+    *,
+    title: str,
+    cmap: str,
+    vmin: float,
+    vmax: float,
+    fmt: str,
+    colorbar: str,
+    small: np.ndarray | None = None,
+) -> Path:
+    """Draw one annotated heatmap to ``path`` (empty cells grey; ``small`` cells marked ``*``)."""
+    fig_w = max(4.5, 1.1 * len(cols) + 2.5)
+    fig_h = max(2.5, 0.45 * len(rows) + 1.6)
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=110)
+    masked = np.ma.masked_invalid(grid)
+    cm = matplotlib.colormaps[cmap].with_extremes(bad="#dddddd")
+    im = ax.imshow(masked, cmap=cm, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(cols)), labels=cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), labels=rows)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            v = grid[i, j]
+            if math.isnan(v):
+                continue
+            mark = "*" if small is not None and small[i, j] else ""
+            shade = (v - vmin) / (vmax - vmin) if vmax > vmin else 0.5
+            dark = shade > 0.65 or shade < 0.2 if cmap == "RdBu_r" else shade > 0.6
+            ax.text(j, i, fmt.format(v) + mark, ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label=colorbar, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_heatmaps(data: "ReportData", out: Path) -> dict[str, Path]:
+    """Write ``heatmap_unsafe.png`` and ``heatmap_gap.png``; returns name -> path of those written."""
+    t = data.tables
+    rates = t["rates_locale_macro"]
+    images: dict[str, Path] = {}
+    if rates.is_empty():
+        return images
+    locales = sorted(set(rates.get_column("locale").to_list()), key=lambda c: (c != ENGLISH, c))
+    macros = sorted(set(rates.get_column("macro").to_list()))
+    grid = 100 * _grid(rates, "unsafe_rate", locales, macros)
+    images["unsafe"] = heatmap(
+        grid, locales, macros, out / "heatmap_unsafe.png",
+        title=f"Unsafe rate (%) by locale and ALERT category - policy {data.policy.name}",
+        cmap="Reds", vmin=0.0, vmax=100.0, fmt="{:.0f}", colorbar="unsafe %",
+    )
+    gaps: pl.DataFrame = t["gaps_locale_macro"].filter(pl.col("metric") == "unsafe")
+    if not gaps.is_empty():
+        glocales = [c for c in locales if c != ENGLISH]
+        ggrid = _grid(gaps, "gap_pp", glocales, macros)
+        small = _grid(gaps.with_columns(pl.col("small").cast(pl.Float64)), "small", glocales, macros) == 1.0
+        bound = float(np.nanmax(np.abs(ggrid))) if np.isfinite(ggrid).any() else 1.0
+        bound = max(bound, 5.0)
+        images["gap"] = heatmap(
+            ggrid, glocales, macros, out / "heatmap_gap.png",
+            title=f"Unsafe gap to English (points; * = fewer than {data.thresholds.min_pairs} pairs)",
+            cmap="RdBu_r", vmin=-bound, vmax=bound, fmt="{:+.0f}", colorbar="locale - en (pp)", small=small,
+        )
+    return images

@@ -1,0 +1,147 @@
+"""Small, exact statistics for paired cross-lingual comparisons (numpy only, no scipy).
+
+* ``wilson_interval``: a score interval for one rate; unlike the normal approximation it stays
+  inside [0, 1] and behaves at 0% and 100%, which small safety cells often hit.
+* ``paired_bootstrap``: the CI of a difference of (weighted) means over paired outcomes, resampling
+  whole *clusters* (prompts). The same English prompt backs several locales, attacks and variants,
+  so resampling prompts rather than rows keeps their correlation in the interval.
+* ``mcnemar_exact``: the two-sided exact McNemar test on discordant pairs.
+* ``cohen_kappa``: chance-corrected agreement between two labelings (judge modes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+DEFAULT_B = 2000
+DEFAULT_SEED = 20240601
+
+
+def wilson_interval(successes: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval for ``successes / n`` (``(nan, nan)`` when ``n == 0``)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: ``min(1, 2 * P(X <= min(b, c)))`` with X ~ Bin(b + c, 1/2).
+
+    ``b`` and ``c`` are the discordant pair counts. Exact rational arithmetic keeps the tail right
+    for thousands of pairs, where float binomial terms would underflow.
+    """
+    if b < 0 or c < 0:
+        raise ValueError("discordant counts must be non-negative")
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)
+    return float(min(Fraction(1), 2 * tail))
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    """A paired difference ``mean(b) - mean(a)`` with its bootstrap CI and McNemar test."""
+
+    n_pairs: int
+    n_clusters: int
+    rate_a: float
+    rate_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    b: int  # pairs where only ``b`` is positive (e.g. unsafe only in the locale)
+    c: int  # pairs where only ``a`` is positive (e.g. unsafe only in English)
+    p_value: float
+
+
+def paired_bootstrap(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    clusters: Sequence[object] | np.ndarray | None = None,
+    weights: Sequence[float] | np.ndarray | None = None,
+    *,
+    n_boot: int = DEFAULT_B,
+    seed: int = DEFAULT_SEED,
+    level: float = 0.95,
+) -> PairedDiff:
+    """Paired difference of weighted means ``b - a`` with a percentile cluster-bootstrap CI.
+
+    ``a`` and ``b`` are outcomes (0/1, or any number) of the same item under two conditions, e.g.
+    unsafe in English and unsafe in Swahili for one prompt. Each bootstrap replicate draws clusters
+    (default: each pair its own cluster) with replacement: one ``B x clusters`` index draw, then
+    gathers of per-cluster weighted sums, so the whole computation is vectorised.
+    McNemar uses the unweighted discordant counts of binary outcomes.
+    """
+    xa = np.asarray(a, dtype=float)
+    xb = np.asarray(b, dtype=float)
+    if xa.shape != xb.shape or xa.ndim != 1:
+        raise ValueError("a and b must be 1-D arrays of equal length")
+    n = xa.size
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    if n == 0 or w.sum() <= 0:
+        return PairedDiff(0, 0, math.nan, math.nan, math.nan, math.nan, math.nan, 0, 0, 1.0)
+    if clusters is None:
+        codes = np.arange(n)
+    else:
+        _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    k = int(codes.max()) + 1
+    wsum = np.bincount(codes, weights=w, minlength=k)
+    dsum = np.bincount(codes, weights=w * (xb - xa), minlength=k)
+    rate_a = float((w * xa).sum() / w.sum())
+    rate_b = float((w * xb).sum() / w.sum())
+    diff = rate_b - rate_a
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, k, size=(n_boot, k))
+    denom = wsum[draws].sum(axis=1)
+    # A replicate that drew only zero-weight clusters has no defined mean; drop it.
+    ok = denom > 0
+    reps = dsum[draws].sum(axis=1)[ok] / denom[ok]
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(reps, [alpha, 1.0 - alpha]) if reps.size else (math.nan, math.nan)
+    pos_a = xa > 0.5
+    pos_b = xb > 0.5
+    only_b = int(np.sum(pos_b & ~pos_a))
+    only_a = int(np.sum(pos_a & ~pos_b))
+    return PairedDiff(
+        n_pairs=n,
+        n_clusters=k,
+        rate_a=rate_a,
+        rate_b=rate_b,
+        diff=diff,
+        ci_low=float(lo),
+        ci_high=float(hi),
+        b=only_b,
+        c=only_a,
+        p_value=mcnemar_exact(only_b, only_a),
+    )
+
+
+def cohen_kappa(x: Sequence[str], y: Sequence[str]) -> float:
+    """Cohen's kappa of two labelings of the same items (``nan`` when undefined)."""
+    if len(x) != len(y):
+        raise ValueError("labelings differ in length")
+    n = len(x)
+    if n == 0:
+        return math.nan
+    cats = sorted(set(x) | set(y))
+    index = {c: i for i, c in enumerate(cats)}
+    table = np.zeros((len(cats), len(cats)))
+    for u, v in zip(x, y):
+        table[index[u], index[v]] += 1
+    po = np.trace(table) / n
+    pe = float((table.sum(0) / n) @ (table.sum(1) / n))
+    if pe >= 1.0:
+        # Both labelings are constant: agreement is total if they match, kappa is conventionally 1.
+        return 1.0 if po >= 1.0 else math.nan
+    return float((po - pe) / (1.0 - pe))
