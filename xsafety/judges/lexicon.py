@@ -274,6 +274,9 @@ class LexiconJudge:
         self.min_compression = float(min_compression)
         self.min_script_share = float(min_script_share)
         self.language_check = bool(language_check)
+        # "compliance" (or None) keeps the non-final label, for use inside an ensemble.
+        if compliance_label == COMPLIANCE:
+            compliance_label = None
         if compliance_label is not None:
             check_label(compliance_label, allow_compliance=False)
         self.compliance_label = compliance_label
