@@ -27,6 +27,7 @@ __all__ = [
     "Gate",
     "GateInput",
     "GateSettings",
+    "PARAMETERS",
     "run_gates",
     "failed",
     "chrf_signature",
@@ -43,7 +44,10 @@ GATES: dict[str, Gate] = {
         Gate("roundtrip_bleu", check_roundtrip_bleu, 0.0, True, "sentence BLEU(back-translation, source) >= t (informational at 0)"),
         Gate("langid", check_langid, 0.5, True, "P(target language) >= t by langdetect or fastText lid.176"),
         Gate("script", check_script, 0.6, True, "share of letters in the locale's script >= t"),
-        Gate("length_ratio", check_length_ratio, 1.0, True, "length ratio inside the script's range widened by factor t"),
+        Gate(
+            "length_ratio", check_length_ratio, 1.0, True, "length ratio inside the script's range widened by factor t",
+            params=("length_ratio_min", "length_ratio_max"),
+        ),
         Gate("copy", check_copy, 0.6, False, "untranslated copy of the source <= t"),
         Gate("unknown_words", check_unknown_words, 0.15, False, "engine-marked unknown words per word <= t"),
         Gate("refusal", check_refusal, 0.5, False, "translator refused or answered (0/1) < t"),
@@ -52,11 +56,15 @@ GATES: dict[str, Gate] = {
 }
 
 
+# Extra numeric parameters a locale or run may set beside thresholds: name -> the gate that takes it.
+PARAMETERS: dict[str, str] = {p: g.name for g in GATES.values() for p in g.params}
+
+
 class GateSettings:
     """Which gates run and at which thresholds, for one locale in one run."""
 
     def __init__(self, thresholds: Mapping[str, float], enabled: Iterable[str]) -> None:
-        self.thresholds = dict(thresholds)
+        self.thresholds = dict(thresholds)  # gate thresholds and gate parameters, by name
         self.enabled = tuple(enabled)
 
     @classmethod
@@ -68,14 +76,16 @@ class GateSettings:
         *,
         source: str = "run options",
     ) -> "GateSettings":
-        """Defaults, then the locale's overrides, then the run's; unknown gate names are errors."""
+        """Defaults, then the locale's overrides, then the run's; unknown names are errors.
+
+        Overrides name a gate (its threshold) or a gate parameter (``PARAMETERS``).
+        """
         thresholds = {name: g.threshold for name, g in GATES.items()}
         for where, overrides in (("locale gates", locale_overrides), (source, run_overrides)):
             for name, value in (overrides or {}).items():
-                if name not in GATES:
-                    raise InputError(
-                        f"unknown gate {name!r} in {where}; known gates: {', '.join(GATES)}", field=name
-                    )
+                if name not in GATES and name not in PARAMETERS:
+                    known = ", ".join([*GATES, *PARAMETERS])
+                    raise InputError(f"unknown gate {name!r} in {where}; known: {known}", field=name)
                 try:
                     thresholds[name] = float(value)
                 except (TypeError, ValueError):
@@ -91,7 +101,7 @@ class GateSettings:
         return signature(
             "gates",
             enabled=list(self.enabled),
-            thresholds={n: self.thresholds[n] for n in self.enabled},
+            thresholds={n: v for n, v in self.thresholds.items() if n in self.enabled or PARAMETERS.get(n) in self.enabled},
             chrf=chrf_signature(),
         )
 
@@ -99,7 +109,12 @@ class GateSettings:
 def run_gates(item: GateInput, settings: GateSettings | None = None) -> tuple[GateResult, ...]:
     """Every enabled gate's result for ``item``, in table order."""
     settings = settings or GateSettings.resolve()
-    return tuple(GATES[name].check(item, settings.thresholds[name]) for name in settings.enabled)
+    out = []
+    for name in settings.enabled:
+        gate = GATES[name]
+        params = {p: settings.thresholds[p] for p in gate.params if p in settings.thresholds}
+        out.append(gate.check(item, settings.thresholds[name], **params))
+    return tuple(out)
 
 
 def failed(results: Iterable[GateResult]) -> list[str]:

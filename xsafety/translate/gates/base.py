@@ -43,13 +43,15 @@ class GateInput:
 
 @dataclass(frozen=True)
 class Gate:
-    """A named check: its function, default threshold, and which side of it passes."""
+    """A named check: its function, default threshold, which side of it passes, and the extra
+    numeric parameters it takes (settable per locale like thresholds, e.g. ``length_ratio_min``)."""
 
     name: str
-    check: Callable[[GateInput, float], GateResult]
+    check: Callable[..., GateResult]
     threshold: float
     higher_is_better: bool
     description: str
+    params: tuple[str, ...] = ()
 
 
 def result(name: str, score: float | None, threshold: float, passed: bool, detail: str = "") -> GateResult:
@@ -84,21 +86,25 @@ def sentence_bleu(hypothesis: str, reference: str) -> float:
 def _chrf() -> Any:
     from sacrebleu.metrics import CHRF
 
-    return CHRF()
+    metric = CHRF()
+    metric.sentence_score("x", ["x"])  # sacrebleu knows its signature (nrefs) only after one score
+    return metric
 
 
 @lru_cache(maxsize=1)
 def _bleu() -> Any:
     from sacrebleu.metrics import BLEU
 
-    return BLEU(effective_order=True)
+    metric = BLEU(effective_order=True)
+    metric.sentence_score("x", ["x"])  # as above: the signature needs one score first
+    return metric
 
 
 def chrf_signature() -> str:
     """The sacrebleu signature of the chrF the gates compute (recorded in each translation's meta)."""
-    return str(_chrf().get_signature())
+    return "chrF2|" + str(_chrf().get_signature())
 
 
 def bleu_signature() -> str:
     """The sacrebleu signature of the sentence BLEU the gates compute."""
-    return str(_bleu().get_signature())
+    return "BLEU|" + str(_bleu().get_signature())

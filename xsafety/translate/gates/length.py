@@ -2,9 +2,9 @@
 
 A translation that is far shorter than its source dropped content (or is a refusal stub); one
 far longer rambles or answered the prompt. Dense scripts (Han, kana, Hangul) write English in a
-fraction of the characters, so they get their own range. The gate's threshold scales the range:
-the pass band is ``[low / t, high * t]`` around the script's range (``t`` = 1 by default; a
-locale overrides it to widen its band).
+fraction of the characters, so they get their own range. A locale sets its own range with the
+parameters ``length_ratio_min`` / ``length_ratio_max``; the gate's threshold then scales the range:
+the pass band is ``[low / t, high * t]`` (``t`` = 1 by default).
 """
 
 from __future__ import annotations
@@ -35,12 +35,19 @@ def expected_range(script: str) -> tuple[float, float]:
     return SCRIPT_LENGTH_RANGES.get(script, DEFAULT_RANGE)
 
 
-def check_length_ratio(item: GateInput, threshold: float) -> GateResult:
-    """Pass when the length ratio lies in the script's range widened by factor ``threshold``."""
+def check_length_ratio(
+    item: GateInput,
+    threshold: float,
+    length_ratio_min: float | None = None,
+    length_ratio_max: float | None = None,
+) -> GateResult:
+    """Pass when the length ratio lies in the (script's or locale's) range widened by factor ``threshold``."""
     ratio = length_ratio(item.source, item.text)
     if ratio is None:
         return result("length_ratio", None, threshold, True, "empty source; not checked")
     low, high = expected_range(item.script)
+    low = length_ratio_min if length_ratio_min is not None else low
+    high = length_ratio_max if length_ratio_max is not None else high
     low, high = low / threshold, high * threshold
     if len(" ".join(item.source.split())) < MIN_SOURCE_CHARS:
         return result("length_ratio", ratio, threshold, ratio > 0, f"source too short to judge; range {low:.2f}-{high:.2f}")

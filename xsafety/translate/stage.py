@@ -1,0 +1,215 @@
+"""The translation stage: prompts -> gated, selected translations in ``<out>/<set>/<locale>.jsonl``.
+
+Per locale: the engine (the run's, else the locale's default), forward translation through the
+translation cache, back-translation to English (the same engine's reverse direction, else the
+first engine that can), the gates, and candidate selection (``select.py``). Work is incremental:
+a translation's key is hash(prompt key, locale, engine signature, back engine signature, fallback
+signature, gate settings, quality model), and only prompts whose stored record has another key are
+translated. Finished items go to a sidecar as they complete; the file itself is rewritten
+atomically (old + new records) at the end, or on an interrupt, so no finished work is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xsafety.errors import InputError
+from xsafety.progress import progress_bar
+from xsafety.records import Prompt, Translation, stable_hash
+from xsafety.translate.engines.base import Engine
+from xsafety.translate.files import PartialWriter, partial_path, read_file, translation_path, write_file
+from xsafety.translate.gates import GateSettings, bleu_signature, chrf_signature
+from xsafety.translate.gates.quality import QualityModel, load_quality_model
+from xsafety.translate.select import ENGLISH, Attempt, LocaleInfo, Selector, best, reason
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+log = logging.getLogger(__name__)
+
+BATCH = 64  # items per engine call: big enough for batching, small enough to save progress often
+
+
+def _resolve_locale(locale: Any) -> Any:
+    """A registry ``Locale`` for a code; an object that already has a ``code`` is used as given."""
+    if hasattr(locale, "code"):
+        return locale
+    from xsafety.locales import get_locale
+
+    return get_locale(str(locale))
+
+
+def _engine(spec: str | Engine | None, default: str, options: Mapping[str, Any]) -> Engine:
+    if spec is not None and not isinstance(spec, str):
+        return spec
+    from xsafety.translate.engines import make_engine
+
+    return make_engine(spec or default, **dict(options))
+
+
+def _cached_translate(use_cache: bool) -> Any:
+    """The engine call the selector makes: through the translation cache unless told otherwise."""
+    if not use_cache:
+        return lambda engine, texts, src, tgt, **kw: engine.translate(texts, src, tgt, **kw)
+    from xsafety.translate.cache import TranslationCache
+
+    cache = TranslationCache()
+    return lambda engine, texts, src, tgt, **kw: cache.translate(engine, texts, src, tgt, **kw)
+
+
+def _back_engine(spec: str | Engine | None, engine: Engine, code: str) -> Engine | None:
+    """The run's back engine, else the forward engine's reverse direction, else any that can."""
+    if spec is not None:
+        built = _engine(spec, "", {})
+        if not built.supports(code, ENGLISH):
+            raise InputError(f"back-translation engine {built.name!r} cannot translate {code} -> en", field="back_engine")
+        return built
+    if engine.supports(code, ENGLISH):
+        return engine
+    from xsafety.translate import pick_back_engine
+
+    return pick_back_engine(code)
+
+
+def make_record(
+    prompt: Prompt, locale: str, key: str, attempts: list[Attempt], settings: GateSettings, model: QualityModel
+) -> Translation:
+    """The Translation for one prompt from its attempts (the best one chosen)."""
+    chosen = best(attempts)
+    return Translation(
+        key=key,
+        prompt_id=prompt.id,
+        set=prompt.set,
+        locale=locale,
+        source=prompt.text,
+        text=chosen.candidate.text,
+        engine=chosen.engine,
+        back=chosen.back,
+        back_engine=chosen.back_engine,
+        gates=chosen.gates,
+        quality=chosen.quality,
+        accepted=chosen.passed,
+        reason=reason(chosen),
+        attempts=tuple(a.to_dict() for a in attempts),
+        meta={
+            "step": chosen.step,
+            "unknown_marks": chosen.candidate.unknown_marks,
+            "signals": chosen.signals,
+            "chrf_signature": chrf_signature(),
+            "bleu_signature": bleu_signature(),
+            "gate_settings": settings.signature(),
+            "quality_model": model.signature(),
+        },
+    )
+
+
+def translate_locale(
+    prompts: Sequence[Prompt],
+    locale: Any,
+    *,
+    engine: str | Engine | None = None,
+    out_dir: str | Path | None = None,
+    progress: "Progress | None" = None,
+    back_engine: str | Engine | None = None,
+    fallback: str | Engine | None = None,
+    gates: Mapping[str, float] | None = None,
+    disable_gates: Sequence[str] = (),
+    engine_options: Mapping[str, Any] | None = None,
+    model: QualityModel | None = None,
+    use_cache: bool = True,
+    batch_size: int = BATCH,
+) -> list[Translation]:
+    """Translate ``prompts`` (one set) into one locale incrementally; returns records in prompt order."""
+    from xsafety.data import writable_translations_dir
+
+    loc = _resolve_locale(locale)
+    code = loc.code
+    if not prompts:
+        return []
+    set_names = {p.set for p in prompts}
+    if len(set_names) != 1:
+        raise InputError(f"prompts from several sets ({', '.join(sorted(set_names))}); translate one set at a time", field="set")
+    set_name = set_names.pop()
+    eng = _engine(engine, getattr(loc, "engine", None) or "apertium", engine_options or {})
+    if not eng.supports(ENGLISH, code):
+        raise InputError(f"engine {eng.name!r} cannot translate en -> {code}", field="engine")
+    back = _back_engine(back_engine, eng, code)
+    fall = _engine(fallback, "", engine_options or {}) if fallback is not None else None
+    if fall is not None and not fall.supports(ENGLISH, code):
+        raise InputError(f"fallback engine {fall.name!r} cannot translate en -> {code}", field="fallback")
+    settings = GateSettings.resolve(getattr(loc, "gates", None) or {}, gates, disable_gates)
+    model = model or load_quality_model()
+    info = LocaleInfo(
+        code=code,
+        script=getattr(loc, "script", "Latn") or "Latn",
+        langdetect=getattr(loc, "langdetect", None),
+        fasttext=getattr(loc, "fasttext", None),
+    )
+    root = Path(out_dir) if out_dir is not None else writable_translations_dir()
+    path, side = translation_path(root, set_name, code), partial_path(root, set_name, code)
+    stage_sig = stable_hash(
+        eng.signature(ENGLISH, code),
+        back.signature(code, ENGLISH) if back else None,
+        fall.signature(ENGLISH, code) if fall else None,
+        settings.signature(),
+        model.signature(),
+    )
+    keys = {p.id: stable_hash("translation", p.key, code, stage_sig) for p in prompts}
+
+    stored = read_file(path)
+    stored.update(read_file(side, tolerate_torn_tail=True))  # the sidecar holds newer work
+    todo = [p for p in prompts if p.id not in stored or stored[p.id].key != keys[p.id]]
+    log.info("%s/%s: %d of %d prompts to translate", set_name, code, len(todo), len(prompts))
+    if not todo:
+        if side.exists():
+            write_file(path, stored.values())
+            side.unlink()
+        return [stored[p.id] for p in prompts]
+
+    selector = Selector(eng, info, settings, model, _cached_translate(use_cache), back_engine=back, fallback=fall)
+    writer = PartialWriter(side)
+    done = 0
+    start = time.monotonic()
+    try:
+        with progress_bar(f"translate {code}", len(todo), progress) as bar:
+            for i in range(0, len(todo), batch_size):
+                chunk = todo[i : i + batch_size]
+                attempts = selector.run([p.text for p in chunk])
+                for p, tried in zip(chunk, attempts):
+                    rec = make_record(p, code, keys[p.id], tried, settings, model)
+                    stored[p.id] = rec
+                    writer.write(rec)
+                done += len(chunk)
+                rate = done / max(time.monotonic() - start, 1e-9)
+                bar.advance(len(chunk), rate=f"{rate:.1f} it/s")
+    finally:
+        writer.close()
+        # Old records of prompts not asked for this time stay: a file only ever gains work.
+        write_file(path, stored.values())
+        side.unlink(missing_ok=True)
+    return [stored[p.id] for p in prompts]
+
+
+def translate_set(
+    prompts: Sequence[Prompt],
+    locales: Sequence[Any],
+    *,
+    engine: str | Engine | None = None,
+    out_dir: str | Path | None = None,
+    progress: "Progress | None" = None,
+    **options: Any,
+) -> dict[str, list[Translation]]:
+    """Translate ``prompts`` into every locale (see ``translate_locale`` for ``options``).
+
+    Returns locale code -> records in prompt order. Writes ``<out_dir>/<set>/<locale>.jsonl``
+    (default: ``writable_translations_dir()``).
+    """
+    out: dict[str, list[Translation]] = {}
+    for locale in locales:
+        loc = _resolve_locale(locale)
+        out[loc.code] = translate_locale(prompts, loc, engine=engine, out_dir=out_dir, progress=progress, **options)
+    return out
