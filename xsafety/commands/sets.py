@@ -67,8 +67,11 @@ def show_command(
             prompts = [p for p in prompts if p.category == wanted]
         if limit:
             table = Table(title=f"{name}: {len(prompts)} prompts" + (f" in {category}" if category else ""))
-            for column in ("id", "category", "xsafety type", "text"):
-                table.add_column(column, overflow="fold")
+            # ids and labels are what users copy, so they never wrap; the text folds instead
+            table.add_column("id", no_wrap=True)
+            table.add_column("category", no_wrap=True)
+            table.add_column("xsafety type", overflow="fold")
+            table.add_column("text", overflow="fold", ratio=1)
             for p in prompts[:limit]:
                 table.add_row(p.id, p.category or "-", p.xsafety_type or "-", p.text)
             console.print(table)
