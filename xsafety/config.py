@@ -276,6 +276,8 @@ def parse_config(data: dict[str, Any], *, text: str = "", source: str = "") -> R
     for key in list(top):
         if key not in SCHEMA["run"]:
             sections = [*SCHEMA, *SCHEMA["run"]]
+            if isinstance(top[key], (dict, list)) and p.loc.line(key) is not None:
+                raise p.err(f"unknown table [{key}]{_hint(key, sections)}", key)
             raise p.err(f"unknown key '{key}'{_hint(key, sections)}", None, key)
     run_table = p.data.get("run", {})
     if not isinstance(run_table, dict):
@@ -454,7 +456,9 @@ def load_config(path: str | Path | None = None) -> RunConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
+        # tomllib puts the position only in the message: "... (at line 5, column 9)".
+        found = re.search(r"\(at line (\d+)", str(exc))
+        line = int(found.group(1)) if found else None
         message = str(exc).split(" (at line")[0]
         raise ConfigError(f"not valid TOML: {message}", file=file, line=line) from None
     return parse_config(data, text=text, source=str(file))
