@@ -1,7 +1,122 @@
-"""`xsafety judge` and `xsafety judge eval` (owned by the judges work)."""
+"""`xsafety judge` (judge a run's responses) and `xsafety judge eval` (score a judge on human labels)."""
 
 from __future__ import annotations
 
-import typer
+import json
+from pathlib import Path
+from typing import Any
 
-app = typer.Typer(no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xsafety.commands.common import default_group, fail, split_list
+from xsafety.errors import XSafetyError
+
+app = typer.Typer(no_args_is_help=True, cls=default_group("main"))
+# Wide enough for the metrics table; rich still wraps on narrow terminals.
+console = Console(width=150)
+
+
+@app.command("main", help="Judge every stored response of a run (native and back-translated).")
+def judge_command(
+    run: Path = typer.Option(..., "--run", help="Run directory holding the responses."),
+    judge: str = typer.Option("default", "--judge", help="Judge name in judges/ or a TOML path."),
+    modes: str = typer.Option("native,back-translated", "--modes", help="Comma-separated: native, back-translated."),
+    model: str | None = typer.Option(None, "--model", help="Override the judge's model spec (llm kinds)."),
+) -> None:
+    """Judge a run and print the summary and native/back-translated agreement per locale."""
+    from xsafety.judges import load_judge
+    from xsafety.judges.stage import agreement, judge_run
+    from xsafety.store import Store
+
+    try:
+        if not run.is_dir():
+            fail(f"{run}: no such run directory")
+        judge_obj = load_judge(judge, **({"model": model} if model else {}))
+        try:
+            summary = judge_run(Store(run), judge_obj, modes=tuple(split_list(modes)))
+        finally:
+            judge_obj.close()
+        console.print(
+            f"judge {judge}: {summary.new} new, {summary.cached} cached, {summary.failed} failed (retried next run), "
+            f"{summary.unparsable} unparsable, {summary.no_back_translation} without back-translation"
+        )
+        if summary.labels:
+            console.print("labels: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())))
+        for err in summary.errors:
+            console.print(f"  error: {err}")
+        frame = agreement(Store(run), summary.judge)
+        if frame.height:
+            table = Table(title="native vs back-translated")
+            for col in ("locale", "items", "agreement", "kappa"):
+                table.add_column(col)
+            for row in frame.iter_rows(named=True):
+                kappa = "-" if row["kappa"] is None else f"{row['kappa']:.2f}"
+                table.add_row(row["locale"], str(row["items"]), f"{row['agreement']:.1%}", kappa)
+            console.print(table)
+    except XSafetyError as exc:
+        fail(str(exc))
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@app.command("eval", help="Score a judge against human labels (a JSONL like judge_dev.jsonl).")
+def eval_command(
+    judge: str = typer.Option("default", "--judge", help="Judge name in judges/ or a TOML path."),
+    data: Path = typer.Option(..., "--data", help="Labelled JSONL: source, lang, prompt, response, label."),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N rows (after --source)."),
+    source: str | None = typer.Option(None, "--source", help="Keep only rows of this source."),
+    out: Path | None = typer.Option(None, "--out", help="Write all metrics to this JSON file."),
+    model: str | None = typer.Option(None, "--model", help="Override the judge's model spec (llm kinds)."),
+) -> None:
+    """Print 3-way, binary-unsafe and refusal-vs-rest metrics per source and language."""
+    from xsafety.judges import load_judge
+    from xsafety.judges.evaluate import evaluate, load_rows
+
+    try:
+        rows = load_rows(data, limit=limit, source=source)
+        if not rows:
+            fail(f"{data}: no rows to score")
+        judge_obj = load_judge(judge, **({"model": model} if model else {}))
+        try:
+            metrics = evaluate(judge_obj, rows)
+        finally:
+            judge_obj.close()
+    except XSafetyError as exc:
+        fail(str(exc))
+    _print_metrics(metrics)
+    if out:
+        out.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+        console.print(f"metrics written to {out}")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    console.print(f"judge {metrics['judge']}: {metrics['rows']} rows, {metrics['per_second']} rows/s")
+    table = Table(title="judge vs human labels")
+    for col in ("group", "n", "3-way acc", "macro-F1", "kappa", "refusal P", "R", "F1", "FPR", "unsafe F1", "unsafe acc"):
+        table.add_column(col)
+    for name, g in metrics["groups"].items():
+        tw, ref, bi = g["three_way"] or {}, g["refusal"] or {}, g["binary_unsafe"]
+        table.add_row(
+            name, str(g["n"]), _fmt(tw.get("accuracy")), _fmt(tw.get("macro_f1")), _fmt(tw.get("kappa")),
+            _fmt(ref.get("precision")), _fmt(ref.get("recall")), _fmt(ref.get("f1")), _fmt(ref.get("fpr")),
+            _fmt(bi["f1"]), _fmt(bi["accuracy"]),
+        )
+    console.print(table)
+    overall = metrics["groups"]["all"]["three_way"]
+    if overall:
+        conf = Table(title="confusion (all 3-way rows): gold down, predicted across")
+        predicted = list(next(iter(overall["confusion"].values())))
+        conf.add_column("gold")
+        for p in predicted:
+            conf.add_column(p)
+        for gold, row in overall["confusion"].items():
+            conf.add_row(gold, *(str(row[p]) for p in predicted))
+        console.print(conf)

