@@ -139,7 +139,7 @@ class Attack:
         return signature(
             "attack",
             name=self.name,
-            kind=self.kind,
+            type=self.kind,
             template=stable_hash(self.messages, self.transform),
         )
 

@@ -31,6 +31,7 @@ from typing import Any
 from xsafety.attacks import NONE, Attack, derived_id, derived_set, load_attack, turn_id
 from xsafety.config import ENGLISH, COMMITTED, AttackChoice, ModelConfig, RunConfig
 from xsafety.generate import GenItem, ResponseError, response_key
+from xsafety.judges.stage import ERRORS_TABLE
 from xsafety.records import Prompt, Response, Translation, Verdict, canonical_json, stable_hash
 from xsafety.store import Store
 
@@ -458,6 +459,16 @@ class Plan:
         return sum(j.todo for j in self.judges)
 
     @property
+    def pending(self) -> Counter[str]:
+        """Per locale, items per model that wait on translations this run would make first (the
+        most they can add: a translation the gates reject adds none)."""
+        waiting: Counter[str] = Counter()
+        for (locale, why), n in self.items.skipped.items():
+            if why == "no translation" or why.endswith("a fixed turn has no accepted translation"):
+                waiting[locale] += n * len(self.config.variants)
+        return waiting if self.translations_todo else Counter()
+
+    @property
     def nothing_to_do(self) -> bool:
         """True when every stage is complete: no model or judge needs loading."""
         return not self.translations_todo and not self.responses_todo and not self.verdicts_todo
@@ -465,16 +476,26 @@ class Plan:
 
 def verdict_key(response_key_: str, judge_signature: str, mode: str) -> str:
     """A verdict's key, as the judging stage derives it."""
-    try:
-        from xsafety.judges.stage import verdict_key as stage_key
-    except ImportError:
-        return stable_hash(response_key_, judge_signature, mode)
+    from xsafety.judges.stage import verdict_key as stage_key
+
     return stage_key(response_key_, judge_signature, mode)
 
 
-def modes_for(locale: str, modes: tuple[str, ...]) -> tuple[str, ...]:
-    """Judge modes that apply to a response: English has nothing to back-translate."""
-    return tuple(m for m in modes if locale != ENGLISH or m == "native")
+def modes_for(locale: str, modes: tuple[str, ...], no_back: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """Judge modes that apply to a response: English has nothing to back-translate, and neither
+    has a locale that no engine translates to English (``no_back``, learnt by judging runs)."""
+    skip_back = locale.split("-")[0] == ENGLISH or locale in no_back
+    return tuple(m for m in modes if m == "native" or not skip_back)
+
+
+def no_back_key(judge_fp: str, locale: str) -> str:
+    """The signature-book entry that says ``locale`` had no back-translation engine for a judge."""
+    return f"no-back|{judge_fp}|{locale}"
+
+
+def no_back_locales(book: "SignatureBook", judge_fp: str, locales: Iterable[str]) -> frozenset[str]:
+    """Locales a previous judging run found no back-translation engine for."""
+    return frozenset(loc for loc in locales if book.get(no_back_key(judge_fp, loc)))
 
 
 def stored_response_keys(store: Store) -> tuple[set[str], set[str]]:
@@ -518,21 +539,25 @@ def _judge_plans(
     stored_rows = [(row["key"], row.get("locale", ENGLISH)) for row in store.table(Response).iter_dicts() if "key" in row]
     coming = Counter(i.locale for m in models for i in m.todo)
     verdict_rows = list(store.table(Verdict).iter_dicts())
-    done = {row["key"] for row in verdict_rows if not row.get("error")}
-    errors = {row["key"] for row in verdict_rows if row.get("error")}
+    # Unparsable judge output is a final verdict (stored with ``error``); backend failures go to a
+    # table of their own and are retried.
+    done = {row["key"] for row in verdict_rows if "key" in row}
+    errors = {row["key"] for row in store.table(Verdict, ERRORS_TABLE).iter_dicts() if "key" in row}
+    locales = {loc for _, loc in stored_rows} | set(coming)
     plans = []
     for name in config.judges:
         fp = judge_fingerprint(name)
         sig = book.get(fp)
-        coming_n = sum(n * len(modes_for(loc, config.judge_modes)) for loc, n in coming.items())
-        planned = coming_n + sum(len(modes_for(loc, config.judge_modes)) for _, loc in dict(stored_rows).items())
+        no_back = no_back_locales(book, fp, locales)
+        coming_n = sum(n * len(modes_for(loc, config.judge_modes, no_back)) for loc, n in coming.items())
+        planned = coming_n + sum(len(modes_for(loc, config.judge_modes, no_back)) for _, loc in dict(stored_rows).items())
         if sig is None:
             plans.append(JudgePlan(name, fp, None, planned, 0, planned, 0, not verdict_rows))
             continue
         wanted = {
             verdict_key(key, sig, mode)
             for key, loc in dict(stored_rows).items()
-            for mode in modes_for(loc, config.judge_modes)
+            for mode in modes_for(loc, config.judge_modes, no_back)
         }
         have = wanted & done
         n_err = len((wanted & errors) - have)

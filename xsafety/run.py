@@ -268,9 +268,35 @@ def _judge(config: RunConfig, store: Store, name: str, fingerprint: str, book: S
     finally:
         judge.close()
     result.judged[name] = summary
-    rows = [r for r in store.table(Verdict).load().values() if r.judge == sig and r.error]
-    for v in rows[:200]:
-        result.failures.append(f"judge {name} {v.mode} {v.response_key}: {v.error}")
+    _learn_missing_back_translations(config, store, sig, fingerprint, book)
+    if summary.failed:
+        from xsafety.judges.stage import ERRORS_TABLE
+
+        done = store.table(Verdict).keys()
+        failed = [v for v in store.table(Verdict, ERRORS_TABLE).load().values() if v.judge == sig]
+        for v in {v.key: v for v in failed if v.key not in done}.values():
+            result.failures.append(f"judge {name} {v.mode} response {v.response_key}: {v.error}")
+
+
+def _learn_missing_back_translations(config: RunConfig, store: Store, sig: str, fingerprint: str,
+                                     book: SignatureBook) -> None:
+    """Remember the locales that got no back-translated verdict at all: no engine covers them, and
+    the plan must not count their back-translated verdicts as work left (or every rerun would load
+    the judge again)."""
+    if "back-translated" not in config.judge_modes:
+        return
+    from xsafety.plan import no_back_key
+
+    locales = {r.get("locale", "en") for r in store.table(Response).iter_dicts()}
+    have = {r.get("response_key") for r in store.table(Verdict).iter_dicts()
+            if r.get("judge") == sig and r.get("mode") == "back-translated"}
+    with_back: set[str] = set()
+    for r in store.table(Response).iter_dicts():
+        if r.get("key") in have:
+            with_back.add(r.get("locale", "en"))
+    for locale in sorted(locales - with_back):
+        if locale.split("-")[0] != "en":
+            book.put(no_back_key(fingerprint, locale), "no engine translates this locale to English")
 
 
 def _snapshot_inputs(config: RunConfig, store: Store, locales: list[str]) -> None:

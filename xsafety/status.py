@@ -16,7 +16,7 @@ from rich.table import Table
 
 from xsafety.config import RunConfig, parse_config
 from xsafety.errors import InputError
-from xsafety.plan import Plan, make_plan, modes_for, verdict_key
+from xsafety.plan import Plan, SignatureBook, make_plan, modes_for, no_back_locales, verdict_key
 from xsafety.records import Response, Verdict
 from xsafety.store import Store
 
@@ -110,20 +110,26 @@ def _rows(plan: Plan, store: Store) -> list[StageRow]:
             note = "" if mp.exact else "model not loaded in this run yet: counts are upper bounds"
             rows.append(StageRow("generate", f"{mp.model.name} {locale}", total[locale], total[locale] - todo[locale],
                                  todo[locale], failed.get(locale, 0), note))
+    from xsafety.judges.stage import ERRORS_TABLE
+
     responses = [(row["key"], row.get("locale", "en")) for row in store.table(Response).iter_dicts() if "key" in row]
-    verdicts = {row["key"]: row for row in store.table(Verdict).iter_dicts() if "key" in row}
+    verdicts = {row["key"] for row in store.table(Verdict).iter_dicts() if "key" in row}
+    verdict_errors = {row["key"] for row in store.table(Verdict, ERRORS_TABLE).iter_dicts() if "key" in row}
     coming = Counter(i.locale for m in plan.models for i in m.todo)
+    book = SignatureBook(store.root)
+    all_locales = {loc for _, loc in responses} | set(coming)
     for jp in plan.judges:
+        no_back = no_back_locales(book, jp.fingerprint, all_locales)
         for mode in plan.config.judge_modes:
-            keys = [k for k, loc in dict(responses).items() if mode in modes_for(loc, plan.config.judge_modes)]
-            to_come = sum(n for loc, n in coming.items() if mode in modes_for(loc, plan.config.judge_modes))
+            keys = [k for k, loc in dict(responses).items() if mode in modes_for(loc, plan.config.judge_modes, no_back)]
+            to_come = sum(n for loc, n in coming.items() if mode in modes_for(loc, plan.config.judge_modes, no_back))
             if jp.signature is None:
                 rows.append(StageRow("judge", f"{jp.name} {mode}", len(keys) + to_come, 0, len(keys) + to_come,
                                      note="judge not run in this run yet: counts are upper bounds"))
                 continue
             vkeys = [verdict_key(k, jp.signature, mode) for k in keys]
-            stored = sum(1 for v in vkeys if v in verdicts and not verdicts[v].get("error"))
-            failed = sum(1 for v in vkeys if v in verdicts and verdicts[v].get("error"))
+            stored = sum(1 for v in vkeys if v in verdicts)
+            failed = sum(1 for v in vkeys if v in verdict_errors and v not in verdicts)
             rows.append(StageRow("judge", f"{jp.name} {mode}", len(keys) + to_come, stored,
                                  len(keys) + to_come - stored, failed))
     return rows
@@ -160,9 +166,12 @@ def _errors(plan: Plan, store: Store, limit: int = 20) -> list[str]:
             row = latest.get(response_key(mp.signature, item))
             if row is not None:
                 out.append(f"generate {mp.model.name} {item.locale} {item.prompt_id}: {row.get('error', '')}")
-    for row in store.table(Verdict).iter_dicts():
-        if row.get("error"):
-            out.append(f"judge {row.get('mode', '')} {row.get('response_key', '')}: {row['error']}")
+    from xsafety.judges.stage import ERRORS_TABLE
+
+    done = store.table(Verdict).keys()
+    for row in store.table(Verdict, ERRORS_TABLE).iter_dicts():
+        if row.get("key") not in done:
+            out.append(f"judge {row.get('mode', '')} response {row.get('response_key', '')}: {row.get('error', '')}")
     return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
 
 

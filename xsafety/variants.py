@@ -147,6 +147,7 @@ def write_variant_effects(run_dir: str | Path, report_dir: str | Path, base: str
         "|---|---|---|---|---|---|---|---|---|---|",
         *[_fmt(r) for r in effects.iter_rows(named=True)],
         "",
+        *(["No prompt has a valid verdict under both variants yet."] if effects.is_empty() else []),
     ]
     path = out / "variants.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -63,15 +63,24 @@ def plan_table(plan: object) -> Table:
     for locale, n in by_locale.items():
         table.add_row("", locale, "", "", str(n), f"engine: {engines[locale]}")
     for (locale, why), n in sorted(plan.items.skipped.items()):
+        if why == "no translation" and plan.translations_todo:
+            continue  # counted below as items that follow the translations
         table.add_row("", locale, "", "", "", f"{n} left out: {why}")
+    pending = plan.pending
+    n_pending = sum(pending.values())
+    after = f" + up to {n_pending} after translation" if n_pending else ""
     for mp in plan.models:
         note = "" if mp.exact else "model not yet run here: upper bound"
         if mp.failed:
             note = f"{mp.failed} failed before (retried)"
-        table.add_row("generate", mp.model.name, str(len(mp.items)), str(mp.stored), str(len(mp.todo)), note)
+        table.add_row("generate", mp.model.name, str(len(mp.items)), str(mp.stored), f"{len(mp.todo)}{after}", note)
+    from xsafety.plan import modes_for
+
+    per_model = sum(n * len(modes_for(loc, plan.config.judge_modes)) for loc, n in pending.items())
+    judge_after = f" + up to {per_model * len(plan.models)} after translation" if per_model else ""
     for jp in plan.judges:
         note = "" if jp.exact else "judge not yet run here: upper bound"
-        table.add_row("judge", jp.name, str(jp.planned), str(jp.stored), str(jp.todo), note)
+        table.add_row("judge", jp.name, str(jp.planned), str(jp.stored), f"{jp.todo}{judge_after}", note)
     return table
 
 
