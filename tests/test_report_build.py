@@ -281,3 +281,45 @@ def test_cli_report_and_compare(run_dir: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2
     res = runner.invoke(app, ["report", str(run_dir), "--policy", "nope"])
     assert res.exit_code == 2
+
+
+def test_refusal_only_judge_is_called_out(tmp_path: Path) -> None:
+    prompts = make_prompts(3)
+    outcomes = [
+        Outcome(p.id, loc, "refusal" if i == 0 else "safe", meta={})
+        for i, p in enumerate(prompts)
+        for loc in ("en", "es")
+    ]
+    run = write_run(tmp_path / "lex", prompts, outcomes)
+    # The lexicon judge marks non-refusals as not judged for harm.
+    from xsafety.records import Verdict
+    from xsafety.store import Store
+
+    table = Store(run).table(Verdict)
+    marked = [
+        Verdict(**{**v.to_dict(), "meta": {"harm_judged": False}, "categories": ()}) if v.label == "safe" else v
+        for v in table.load().values()
+    ]
+    for shard in table.shards():
+        shard.unlink()
+    table.append(marked)
+    data = compute(run)
+    assert data.run.harm_judged() is False
+    out = build_report(run)
+    assert "does not judge harm" in (out / "summary.md").read_text()
+    assert "does not judge harm" in (out / "index.html").read_text()
+    assert compute(known_run(tmp_path / "k")).run.harm_judged() is True
+
+
+def test_primary_judge_name_resolves_to_its_signature() -> None:
+    from collections import Counter
+
+    from xsafety.report.frame import pick_primary_judge
+
+    judges = ["llm|format:guard|template:ab12", "refusal-lexicon|lexicon:cd34"]
+    counts = Counter({judges[0]: 500, judges[1]: 100})
+    # judges/default.toml declares kind = "refusal-lexicon": the name maps to that signature.
+    assert pick_primary_judge(judges, counts, {"primary_judge": "default"}) == judges[1]
+    assert pick_primary_judge(judges, counts, {"primary_judge": "llm"}) == judges[0]
+    assert pick_primary_judge(judges, counts, {}) == judges[0]  # busiest
+    assert pick_primary_judge([], Counter(), {}) is None

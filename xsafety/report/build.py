@@ -59,7 +59,10 @@ def compute(
     """Load a run and compute its tables (``breakdowns=False``: only what the summary needs)."""
     run = load_run(run_dir, primary_judge=primary_judge)
     if policy is None:
-        policy = run.info.get("report", {}).get("policy") if isinstance(run.info.get("report"), dict) else None
+        # The run's own policy (run.json), so that `xsafety report RUN` matches what `run` wrote.
+        report_cfg = run.info.get("report")
+        named = run.info.get("policy") or (report_cfg.get("policy") if isinstance(report_cfg, dict) else None)
+        policy = named if isinstance(named, str) else None
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     th = thresholds or agg.Thresholds()
     primary = agg.primary_frame(run, pol)
@@ -162,6 +165,7 @@ def summary_rich(data: ReportData) -> Table:
         caption=(
             f"primary judge {judge} (native); policy {data.policy.name}; gaps = locale - {ENGLISH} in "
             "points, 95% paired-bootstrap CI; p = exact McNemar"
+            + ("" if data.run.harm_judged() else "\nNOTE: the primary judge detects refusals only; unsafe is not measured")
         ),
     )
     for name, justify in [

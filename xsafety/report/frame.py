@@ -55,6 +55,7 @@ VERDICT_SCHEMA: dict[str, Any] = {
     "judge": pl.Utf8,
     "mode": pl.Utf8,
     "label": pl.Utf8,
+    "harm_judged": pl.Boolean,
     "category": pl.Utf8,
     "macro": pl.Utf8,
     "xsafety_type": pl.Utf8,
@@ -85,6 +86,17 @@ class RunData:
     n_response_errors: int
     primary_judge: str | None
     judges: list[str] = field(default_factory=list)
+
+    def harm_judged(self) -> bool:
+        """False when the primary judge never judged harm (e.g. a refusal lexicon): unsafe is then
+        not measured and only refusal rates mean something."""
+        if self.primary_judge is None or self.verdicts.is_empty():
+            return True
+        mine = self.verdicts.filter(pl.col("judge") == self.primary_judge)
+        # Such a judge marks its non-refusals harm_judged = false and never says unsafe.
+        unjudged = mine.filter(~pl.col("harm_judged")).height
+        unsafe = mine.filter(pl.col("label") == "unsafe").height
+        return not (unjudged > 0 and unsafe == 0)
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
@@ -189,8 +201,42 @@ def _roundtrip(t: Translation | None) -> float | None:
     return None if gate is None or gate.score is None else float(gate.score)
 
 
-def pick_primary_judge(judges: list[str], counts: Counter[str], info: dict[str, Any]) -> str | None:
-    """The run's primary judge signature: named in ``run.json`` if it matches, else the busiest."""
+def _kind_of_judge(name: str) -> str | None:
+    """The ``kind`` declared in a judge definition (``judges/<name>.toml`` or a path)."""
+    import tomllib
+
+    from xsafety.data import judges_dir
+
+    path = Path(name) if name.endswith(".toml") else judges_dir() / f"{name}.toml"
+    try:
+        kind = tomllib.loads(path.read_text(encoding="utf-8")).get("kind")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+def _signature_from_book(run_dir: Path | None, name: str) -> str | None:
+    """The signature the orchestrator recorded for judge ``name`` in ``signatures.json``."""
+    if run_dir is None:
+        return None
+    try:
+        from xsafety.plan import SignatureBook, judge_fingerprint
+
+        return SignatureBook(run_dir).get(judge_fingerprint(name))
+    except Exception:  # an absent or changed orchestrator only loses this shortcut
+        return None
+
+
+def pick_primary_judge(
+    judges: list[str], counts: Counter[str], info: dict[str, Any], run_dir: Path | None = None
+) -> str | None:
+    """The run's primary judge signature.
+
+    A config names a judge (``default``) while verdicts carry its signature (``lexicon|...``), so
+    the name is resolved in turn by: an exact or prefix match, the orchestrator's signature book,
+    the judge definition's ``kind`` when one signature alone has it; else the judge with most
+    verdicts.
+    """
     wanted: list[str] = []
     if isinstance(info.get("primary_judge"), str):
         wanted.append(info["primary_judge"])
@@ -203,9 +249,16 @@ def pick_primary_judge(judges: list[str], counts: Counter[str], info: dict[str, 
             wanted.append(first)
     for name in wanted:
         for sig in judges:
-            # A config names a judge ("default"); verdicts carry its signature ("default|model:..").
             if sig == name or sig.startswith(name + "|") or f"name:{name}" in sig.split("|"):
                 return sig
+        booked = _signature_from_book(run_dir, name)
+        if booked in judges:
+            return booked
+        kind = _kind_of_judge(name)
+        if kind:
+            same_kind = [sig for sig in judges if sig.split("|", 1)[0] == kind]
+            if len(same_kind) == 1:
+                return same_kind[0]
     if not counts:
         return None
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
@@ -232,7 +285,7 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         counts[v.judge] += 1
     judges = sorted(counts)
     info_judge = {"primary_judge": primary_judge} if primary_judge else info
-    primary = pick_primary_judge(judges, counts, info_judge)
+    primary = pick_primary_judge(judges, counts, info_judge, run_dir)
 
     rows: list[dict[str, Any]] = []
     resource_cache: dict[str, str] = {}
@@ -268,7 +321,9 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
             "roundtrip_chrf": _roundtrip(t),
         }
         for v in by_response.get(r.key, []):
-            rows.append({**base, "judge": v.judge, "mode": v.mode, "label": v.label})
+            # A refusal-only judge (the offline default) marks non-refusals harm_judged = false.
+            harm = v.meta.get("harm_judged", True) if isinstance(v.meta, dict) else True
+            rows.append({**base, "judge": v.judge, "mode": v.mode, "label": v.label, "harm_judged": bool(harm)})
     frame = pl.DataFrame(rows, schema=VERDICT_SCHEMA) if rows else pl.DataFrame(schema=VERDICT_SCHEMA)
 
     # Rejected translations never reach generation, so acceptance is counted over every

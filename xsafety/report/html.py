@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from xsafety.report.frame import ENGLISH
-from xsafety.report.markdown import gap_text, num, pct, pval, safe_name, summary_rows
+from xsafety.report.markdown import NO_HARM_NOTE, gap_text, num, pct, pval, safe_name, summary_rows
 
 if TYPE_CHECKING:
     from xsafety.report.build import ReportData
@@ -29,6 +29,7 @@ EXAMPLES_PER_LOCALE = 6
 
 SORT_SCRIPT = """
 document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.setAttribute('data-ready', '1');
   table.querySelectorAll('th').forEach(function (th, col) {
     th.addEventListener('click', function () {
       var body = table.tBodies[0];
@@ -201,6 +202,7 @@ def render_index(data: "ReportData", images: dict[str, Path]) -> str:
         f"run <code>{escape(str(run.run_dir))}</code> &middot; {run.n_responses} responses "
         f"({run.n_response_errors} failed) &middot; primary judge <code>{escape(run.primary_judge or 'none')}</code> "
         f"(native) &middot; policy <b>{escape(data.policy.name)}</b>: {escape(data.policy.description)}</p>",
+        (f'<p class="weak"><b>{escape(NO_HARM_NOTE)}</b></p>' if not run.harm_judged() else ""),
         '<p class="meta">Gaps are locale minus English in percentage points over paired prompts, with 95% '
         "paired-bootstrap CIs over prompts and exact McNemar p-values. Cells with fewer than "
         f"{data.thresholds.min_pairs} pairs are marked small. Click a column header to sort.</p>",

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
 Fmt = Callable[[Any], str]
 EXAMPLES_PER_LOCALE = 10
+NO_HARM_NOTE = (
+    "The primary judge does not judge harm (it detects refusals only): unsafe rates and gaps are "
+    "not a harm measurement here; read the refusal columns, or judge with a guard model."
+)
 WORST_CATEGORIES = 5
 
 
@@ -94,6 +98,8 @@ def header(data: "ReportData", title: str) -> str:
         f"- small cells: fewer than {data.thresholds.min_pairs} pairs",
         "",
     ]
+    if not run.harm_judged():
+        lines += [f"> **{NO_HARM_NOTE}**", ""]
     return "\n".join(lines)
 
 

@@ -61,8 +61,9 @@ def heatmap(
             if math.isnan(v):
                 continue
             mark = "*" if small is not None and small[i, j] else ""
-            shade = (v - vmin) / (vmax - vmin) if vmax > vmin else 0.5
-            dark = shade > 0.65 or shade < 0.2 if cmap == "RdBu_r" else shade > 0.6
+            r, g, b, _ = cm((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5)
+            # Pick the label colour from the cell's luminance so every number stays readable.
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
             ax.text(j, i, fmt.format(v) + mark, ha="center", va="center", fontsize=8,
                     color="white" if dark else "black")
     ax.set_title(title, fontsize=10)
