@@ -441,3 +441,12 @@ def test_cache_does_not_store_empty_results(tmp_path: Path) -> None:
     assert cache.translate(engine, ["Hi."], "en", "es") == [[]]
     assert cache.translate(engine, ["Hi."], "en", "es") == [[]]
     assert len(engine.calls) == 2 and len(cache) == 0
+
+
+def test_seq2seq_does_not_promise_a_hub_model_that_is_not_downloaded(tiny_models: dict[str, Path]) -> None:
+    from xsafety.translate.engines.seq2seq import Seq2SeqEngine
+
+    missing = Seq2SeqEngine("nobody/no-such-model", codes=NLLB_CODES, dtype="fp32")
+    assert not missing.supports("en", "es")
+    assert Seq2SeqEngine("nobody/no-such-model", codes=NLLB_CODES, dtype="fp32", download=True).supports("en", "es")
+    assert s2s(tiny_models, "nllb").supports("en", "es")

@@ -187,7 +187,8 @@ class Seq2SeqEngine:
     ``codes`` (locale -> the model's language code, overriding the registry: ``{"es": "spa_Latn"}``),
     ``target_token`` (Marian ``>>xxx<<``), ``revision``, ``device`` (``auto``), ``dtype``
     (``auto``: fp16 on GPU, fp32 on CPU), ``num_beams`` (default greedy, or 4 when ``n_best > 1``),
-    ``max_new_tokens``, ``batch_tokens`` (padded source tokens per batch, times the beams).
+    ``max_new_tokens``, ``batch_tokens`` (padded source tokens per batch, times the beams),
+    ``download`` (let ``supports`` accept hub models that are not in the local cache yet).
     """
 
     name = "seq2seq"
@@ -204,6 +205,7 @@ class Seq2SeqEngine:
         num_beams: int | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        download: bool = False,
     ) -> None:
         self.model = model
         self.codes = dict(codes or {})
@@ -214,6 +216,7 @@ class Seq2SeqEngine:
         self.num_beams = num_beams
         self.max_new_tokens = int(max_new_tokens)
         self.batch_tokens = int(batch_tokens)
+        self.download = download
         self._device: str | None = None
         self._keys: set[tuple[str, str | None, str, str]] = set()
 
@@ -272,9 +275,14 @@ class Seq2SeqEngine:
         return src_code, tgt_code
 
     def supports(self, src: str, tgt: str) -> bool:
-        """True when a model is known for the pair (and, for NLLB/M2M100, both language codes)."""
+        """True when a model is known for the pair and present locally (a folder or the hub cache;
+        ``download=True`` accepts hub models not yet downloaded), with both language codes where
+        the family needs them. Callers use this to fall back to another engine, so it must not
+        promise a model that cannot load offline."""
         try:
             route = self._route(src, tgt)
+            if not self.download and model_revision(route.model, self.revision) == "unknown":
+                return False
             if route.src_code and route.tgt_code:
                 return True
             loaded = self._load(route)
