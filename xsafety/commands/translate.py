@@ -139,7 +139,8 @@ def eval_command(
         )
     console.print(table)
     for r in results:
-        console.print(f"{r.locale}: engine {r.engine}\n  {r.chrf_signature}\n  {r.bleu_signature}", markup=False)
+        console.print(f"{r.locale}: engine {r.engine}", markup=False, soft_wrap=True)
+        console.print(f"  {r.chrf_signature}\n  {r.bleu_signature}", markup=False, soft_wrap=True)
     corr = Table(title="Spearman correlation with sentence-level reference chrF")
     corr.add_column("signal")
     for r in results:

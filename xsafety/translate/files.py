@@ -64,7 +64,7 @@ def read_file(path: Path, *, tolerate_torn_tail: bool = False) -> dict[str, Tran
             raise InputError(f"not valid JSON ({exc.msg})", file=path, line=lineno) from None
         if not isinstance(data, dict):
             raise InputError("expected a JSON object", file=path, line=lineno)
-        for name in ("key", "prompt_id", "locale", "text", "engine"):
+        for name in ("key", "prompt_id", "set", "locale", "source", "text", "engine"):
             if not isinstance(data.get(name), str):
                 raise InputError("missing or not a string", file=path, line=lineno, field=name)
         try:
