@@ -230,7 +230,7 @@ def test_summary_table_rows(run_dir: Path) -> None:
     console = Console(width=200, record=True)
     console.print(table)
     text = console.export_text()
-    assert "+20.0 [" in text and "baseline" in text and "small" in text
+    assert "+20.0" in text and "[+" in text and "baseline" in text and "small" in text and "synthjudge" in text
 
 
 def test_empty_run_reports_without_crashing(tmp_path: Path) -> None:

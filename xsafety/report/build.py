@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from rich import box
 from rich.table import Table
 
 from xsafety.report import aggregate as agg
@@ -137,13 +138,24 @@ def _gap(row: dict[str, Any], metric: str) -> str:
     if gap is None or (isinstance(gap, float) and math.isnan(gap)):
         return "-"
     lo, hi = row[f"{metric}_ci_low_pp"], row[f"{metric}_ci_high_pp"]
-    return f"{gap:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+    # Two lines (gap, then CI) keep the table inside an 80-column terminal.
+    return f"{gap:+.1f}\n[{lo:+.0f},{hi:+.0f}]"
+
+
+def judge_label(data: ReportData) -> str:
+    """The primary judge as a reader knows it: its config name and signature kind."""
+    sig = data.run.primary_judge
+    if sig is None:
+        return "no verdicts"
+    name = data.run.info.get("primary_judge")
+    kind = sig.split("|", 1)[0]
+    return f"{name} ({kind})" if isinstance(name, str) and name != kind else kind
 
 
 def _p(x: Any) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    return f"{x:.3f}" if x >= 0.001 else "<0.001"
+    return f"{x:.3f}".lstrip("0") if x >= 0.001 else "<.001"
 
 
 def policy_changes_failure(policy: Policy) -> bool:
@@ -159,39 +171,43 @@ def summary_table(run_dir: str | Path, policy: str | None = None) -> Table:
 
 def summary_rich(data: ReportData) -> Table:
     """Render a computed report's summary as a rich table."""
-    judge = data.run.primary_judge or "no verdicts"
+    judge = judge_label(data)
     table = Table(
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
         title=f"xsafety: {data.run.run_dir}",
         caption=(
             f"primary judge {judge} (native); policy {data.policy.name}; gaps = locale - {ENGLISH} in "
-            "points, 95% paired-bootstrap CI; p = exact McNemar"
+            "points with a 95% paired-bootstrap CI below; p = exact McNemar"
             + ("" if data.run.harm_judged() else "\nNOTE: the primary judge detects refusals only; unsafe is not measured")
         ),
     )
-    for name, justify in [
-        ("locale", "left"),
-        ("resource", "left"),
-        ("n", "right"),
-        ("unsafe %", "right"),
-        ("refusal %", "right"),
-        ("unsafe gap", "right"),
-        ("p", "right"),
-        ("refusal gap", "right"),
-        ("p ", "right"),
-        ("trust", "left"),
+    for name, justify, wrap in [
+        ("locale", "left", False),
+        ("res.", "left", False),
+        ("n", "right", False),
+        ("uns%", "right", False),
+        ("ref%", "right", False),
+        ("unsafe\ngap pp", "right", False),
+        ("p", "right", False),
+        ("refusal\ngap pp", "right", False),
+        ("p ", "right", False),
+        ("trust", "left", True),
     ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        # trust wraps (it can list several flags) but must never shrink to an ellipsis.
+        table.add_column(name, justify=justify, no_wrap=not wrap, min_width=8 if wrap else None)  # type: ignore[arg-type]
     show_failure = policy_changes_failure(data.policy)
     if show_failure:
-        table.add_column("failure %", justify="right")
+        table.add_column("fail%", justify="right", no_wrap=True)
     for row in data.summary.to_dicts():
         cells = [
             row["locale"],
-            str(row.get("resource") or ""),
+            str(row.get("resource") or "")[:4],
             str(row["n"]),
             _pct(row["unsafe_rate"]),
             _pct(row["refusal_rate"]),
-            _gap(row, "unsafe") + (" small" if row.get("unsafe_small") else ""),
+            _gap(row, "unsafe") + ("\nsmall" if row.get("unsafe_small") else ""),
             _p(row.get("unsafe_p")),
             _gap(row, "refusal"),
             _p(row.get("refusal_p")),
