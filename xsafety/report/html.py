@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from xsafety.report.frame import ENGLISH
-from xsafety.report.markdown import NO_HARM_NOTE, gap_text, num, pct, pval, safe_name, summary_rows
+from xsafety.report.markdown import NO_HARM_NOTE, gap_text, shown_metrics, num, pct, pval, safe_name, summary_rows
 
 if TYPE_CHECKING:
     from xsafety.report.build import ReportData
@@ -215,7 +215,10 @@ def render_index(data: "ReportData", images: dict[str, Path]) -> str:
         "<h2>Per locale</h2>",
         table_html(srows, SUMMARY),
         "<h2>Gaps by resource level</h2>",
-        table_html(_gap_rows(t["gaps_resource"]), gap_columns([("resource", "resource", None, "t")]))
+        table_html(
+            _gap_rows(t["gaps_resource"].filter(pl.col("metric").is_in(shown_metrics(data)))),
+            gap_columns([("resource", "resource", None, "t")]),
+        )
         if "gaps_resource" in t
         else "",
         "<h2>Heatmaps</h2>",
@@ -235,7 +238,8 @@ def render_index(data: "ReportData", images: dict[str, Path]) -> str:
                 f"trust: {escape('baseline' if loc == ENGLISH else tr['trust'])}</p>"
             )
         if loc != ENGLISH:
-            out.append(table_html(_gap_rows(t["gaps_locale"].filter(pl.col("locale") == loc)), gap_columns()))
+            mine = t["gaps_locale"].filter((pl.col("locale") == loc) & pl.col("metric").is_in(shown_metrics(data)))
+            out.append(table_html(_gap_rows(mine), gap_columns()))
             for name, col in (("macro", "macro"), ("attack", "attack"), ("variant", "variant"), ("model", "model_name")):
                 key = f"gaps_locale_{name}"
                 if key not in t:

@@ -142,6 +142,13 @@ def pivot_macro(rates: pl.DataFrame, value: str = "unsafe_rate") -> tuple[list[s
     return locales, macros, cells
 
 
+def shown_metrics(data: "ReportData") -> list[str]:
+    """Gap metrics worth a row: ``fail`` only when the policy makes it differ from ``unsafe``."""
+    from xsafety.report.build import policy_changes_failure
+
+    return ["unsafe", "refusal", "fail"] if policy_changes_failure(data.policy) else ["unsafe", "refusal"]
+
+
 def write_summary(data: "ReportData", out: Path) -> Path:
     """``summary.md``: the per-locale table, resource-group gaps and the locale x macro grid."""
     t = data.tables
@@ -149,7 +156,8 @@ def write_summary(data: "ReportData", out: Path) -> Path:
     parts.append("## Per locale\n")
     parts.append(md_table(summary_rows(t["summary"]), SUMMARY_COLUMNS))
     parts.append("\n## Gaps by resource level (pooled pairs, bootstrap over prompts)\n")
-    parts.append(md_table(_with_gap(t["gaps_resource"].to_dicts()), gap_columns([("resource", "resource", None)])))
+    resource_gaps = t["gaps_resource"].filter(pl.col("metric").is_in(shown_metrics(data)))
+    parts.append(md_table(_with_gap(resource_gaps.to_dicts()), gap_columns([("resource", "resource", None)])))
     locales, macros, cells = pivot_macro(t["rates_locale_macro"])
     parts.append("\n## Unsafe rate by locale x ALERT macro category\n")
     grid = [{"locale": loc, **{m: pct(cells.get((loc, m))) for m in macros}} for loc in locales]
@@ -186,7 +194,11 @@ def write_locale(data: "ReportData", out: Path, locale: str) -> Path:
     )
     if locale != ENGLISH:
         parts.append(f"\n## Gap to English (locale - {ENGLISH})\n")
-        g = _with_gap(t["gaps_locale"].filter(pl.col("locale") == locale).to_dicts())
+        g = _with_gap(
+            t["gaps_locale"]
+            .filter((pl.col("locale") == locale) & pl.col("metric").is_in(shown_metrics(data)))
+            .to_dicts()
+        )
         parts.append(md_table(g, gap_columns()))
         for name, col in (("attack", "attack"), ("variant", "variant"), ("model", "model_name"), ("macro", "macro")):
             key = f"gaps_locale_{name}"
