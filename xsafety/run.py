@@ -177,8 +177,9 @@ def _run_stages(config: RunConfig, store: Store, locales: list[str], result: Run
         if not mp.todo:
             continue
         _generate(config, store, mp, book, result, progress)
-    # Judging sees the responses generation just added.
-    plan = make_plan(config, store, locales)
+    if result.generated:
+        # Judging sees the responses generation just added.
+        plan = make_plan(config, store, locales)
     for jp in plan.judges:
         if jp.todo == 0 and jp.exact:
             continue
@@ -191,7 +192,14 @@ def _translate(plan: Plan, store: Store, result: RunResult, progress: Progress) 
     out_dir = store.root / RUN_TRANSLATIONS
     for need in plan.translations:
         try:
-            made = translate_set(need.prompts, [need.locale], engine=need.engine, out_dir=out_dir, progress=progress)
+            engine: Any = need.engine
+            if engine == "reference":
+                # Human references belong to one set: the engine is built for the set at hand (an
+                # attacked derived set has none, and its items are recorded as rejected).
+                from xsafety.translate.engines import make_engine
+
+                engine = make_engine("reference", set_name=need.set.split("~", 1)[0])
+            made = translate_set(need.prompts, [need.locale], engine=engine, out_dir=out_dir, progress=progress)
         except XSafetyError as exc:
             result.failures.append(f"translate {need.set} -> {need.locale}: {exc}")
             continue
