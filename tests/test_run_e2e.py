@@ -268,3 +268,24 @@ def test_failed_items_end_non_zero_and_only_they_are_retried(tmp_path: Path) -> 
         assert second.exit_code == 0, second.output
         assert server.requests - seen == 1  # only the failed item was asked again
         assert run_status(tmp_path / "run").complete
+
+
+def test_variant_effect_is_the_paired_difference_per_locale_and_pooled() -> None:
+    from xsafety.variants import ALL_LOCALES, variant_effects
+
+    rows = []
+    for locale, unsafe_base, unsafe_sp in (("en", 6, 2), ("es", 8, 8)):
+        for i in range(10):
+            for variant, n_unsafe in (("none", unsafe_base), ("safety-prompt", unsafe_sp)):
+                unsafe = int(i < n_unsafe)
+                rows.append({"model_name": "m", "base_set": "s", "base_id": f"p{i}", "attack": "none",
+                             "locale": locale, "variant": variant, "w": 1.0, "invalid": 0, "unsafe": unsafe,
+                             "refusal": 1 - unsafe, "fail": unsafe, "model": "sig"})
+    effects = variant_effects(pl.DataFrame(rows), "none", n_boot=500)
+    unsafe = {r["locale"]: r for r in effects.filter(pl.col("metric") == "unsafe").iter_rows(named=True)}
+    assert unsafe["en"]["effect_pp"] == pytest.approx(-40.0) and unsafe["en"]["n_pairs"] == 10
+    assert (unsafe["en"]["b_variant_only"], unsafe["en"]["c_base_only"]) == (0, 4)
+    assert unsafe["en"]["p_value"] == pytest.approx(0.125)  # exact McNemar, 4 discordant pairs
+    assert unsafe["en"]["ci_high_pp"] < 0 and unsafe["en"]["small"]
+    assert unsafe["es"]["effect_pp"] == 0 and unsafe["es"]["p_value"] == 1.0
+    assert unsafe[ALL_LOCALES]["effect_pp"] == pytest.approx(-20.0) and unsafe[ALL_LOCALES]["n_pairs"] == 20
