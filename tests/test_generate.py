@@ -174,7 +174,8 @@ def test_cli_generates_reports_counts_and_fails_on_failures(tmp_path: Path) -> N
     assert bad.exit_code == 2 and "unknown model spec" in bad.output
     wrong_option = runner.invoke(app, ["generate", "--model", "openai:m@http://127.0.0.1:9/v1", "--device", "cuda", "--run", str(run_dir)])
     assert wrong_option.exit_code == 2 and "device" in wrong_option.output
-    with start_server(faults=[Reply(status=500)] * 20) as server:
+    # A server that does not serve the requested model answers 404, which is not retried.
+    with start_server(model="another-model") as server:
         failing = runner.invoke(
             app,
             ["generate", "--model", f"openai:fake@{server.url}", "--set", "builtin", "--limit", "1", "--run", str(tmp_path / "f"),
