@@ -72,6 +72,12 @@ def run_status(run_dir: str | Path) -> RunStatus:
     plan = make_plan(config, store, list(config.locales))
     status = RunStatus(run_dir, _rows(plan, store))
     status.errors = _errors(plan, store)
+    from xsafety.run import read_info
+
+    # Failures that are not per-record (a translation engine or a model that would not start)
+    # live only in the last run's summary.
+    last = read_info(run_dir).get("last_run", {})
+    status.errors += [f for f in last.get("failures", []) if not f.startswith(("generate ", "judge "))]
     lock = run_dir / ".lock"
     if lock.is_file():
         import fcntl
