@@ -166,7 +166,8 @@ def test_sampling_is_reproducible_per_request_whatever_the_batch(tiny_llama: Pat
 def test_signature_names_weights_dtype_and_decoding_not_device(tiny_llama: Path, greedy: HFChatModel) -> None:
     sig = greedy.signature()
     assert sig.startswith("hf|") and "dtype:float32" in sig and "max_new_tokens:12" in sig
-    assert "weights:" in sig and "seed" not in sig  # a seed cannot change a greedy answer
+    assert "weights:" in sig and "template:" in sig
+    assert "seed" not in sig  # a seed cannot change a greedy answer
     assert "cpu" not in sig and "batch" not in sig
     longer = load_model(f"hf:{tiny_llama}", Decoding(max_new_tokens=13), device="cpu")
     assert longer.signature() != sig
@@ -190,7 +191,7 @@ def test_model_without_chat_template_uses_plain_format(tiny_llama: Path, tmp_pat
         model = load_model(f"hf:{plain}", Decoding(max_new_tokens=4))
     assert isinstance(model, HFChatModel)
     assert "no chat template" in caplog.text
-    assert "format:plain-user-assistant" in model.signature()
+    assert "template:plain-user-assistant" in model.signature()
     assert model.render(({"role": "user", "content": "Hello"},)) == "User: Hello\nAssistant:"
     assert model.chat(requests(["Hello"]))[0].error is None
 

@@ -29,7 +29,7 @@ from typing import Any
 from xsafety.data import cache_dir
 from xsafety.errors import InputError
 from xsafety.models.base import ChatRequest, ChatResult, Decoding, ResultCallback
-from xsafety.records import signature, stable_hash
+from xsafety.records import signature, stable_hash, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ class HFChatModel:
             revision=self.revision,
             weights=self.fingerprint,
             dtype=str(self.torch_dtype).removeprefix("torch."),
-            format=None if self.has_template else PLAIN_FORMAT,
+            # The template lives in the tokenizer files, outside the weights hash, yet changes prompts.
+            template=text_hash(self.tokenizer.chat_template) if self.has_template else PLAIN_FORMAT,
             max_new_tokens=d.max_new_tokens,
             temperature=float(d.temperature),
             top_p=float(d.top_p) if sampling else None,
@@ -211,8 +212,8 @@ class HFChatModel:
         batches: list[list[int]] = []
         current: list[int] = []
         for i in order:
-            longest = max([lengths[j] for j in current] + [lengths[i]])
-            cost = (len(current) + 1) * (longest + self.decoding.max_new_tokens)
+            # Ascending order: the newcomer is the longest row, and every row pads to it.
+            cost = (len(current) + 1) * (lengths[i] + self.decoding.max_new_tokens)
             if current and (cost > self.batch_tokens or len(current) >= self.max_batch):
                 batches.append(current)
                 current = []
