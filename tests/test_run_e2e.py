@@ -120,7 +120,7 @@ def test_killed_run_resumes_to_the_same_report(tiny_llama: Path, finished: tuple
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             killed_at = len(_responses_on_disk(tmp_path / "run")) if (tmp_path / "run" / "responses").is_dir() else 0
-            if killed_at >= 3:
+            if killed_at >= 1:
                 proc.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.01)
@@ -128,7 +128,7 @@ def test_killed_run_resumes_to_the_same_report(tiny_llama: Path, finished: tuple
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]!r}"
     partial = len(set(_responses_on_disk(tmp_path / "run")))
-    assert 3 <= partial < total
+    assert 1 <= partial < total
     status = run_status(tmp_path / "run")
     assert not status.complete
 

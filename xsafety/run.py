@@ -155,6 +155,7 @@ def run(config: RunConfig, *, dry_run: bool = False, progress: Progress | None =
             if own_progress:
                 progress.stop()
         _snapshot_inputs(config, store, locales)
+        info = {**info, **_signatures(config, store)}
         info = _report(config, store, info, result)
         info["last_run"] = {
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -305,6 +306,20 @@ def _learn_missing_back_translations(config: RunConfig, store: Store, sig: str, 
     for locale in sorted(locales - with_back):
         if locale.split("-")[0] != "en":
             book.put(no_back_key(fingerprint, locale), "no engine translates this locale to English")
+
+
+def _signatures(config: RunConfig, store: Store) -> dict[str, Any]:
+    """The model and judge signatures this config's cells carry, for ``run.json``: a store keeps
+    every record it ever got, and these say which of them the current config asked for."""
+    from xsafety.plan import judge_fingerprint, model_fingerprint
+
+    book = SignatureBook(store.root)
+    models = [
+        {"name": m.name, "spec": m.spec, "options": m.options, "signature": book.get(model_fingerprint(m, config))}
+        for m in config.models
+    ]
+    judges = {name: book.get(judge_fingerprint(name)) for name in config.judges}
+    return {"models": models, "judge_signatures": judges}
 
 
 def _snapshot_inputs(config: RunConfig, store: Store, locales: list[str]) -> None:
