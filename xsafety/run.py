@@ -154,7 +154,6 @@ def run(config: RunConfig, *, dry_run: bool = False, progress: Progress | None =
         finally:
             if own_progress:
                 progress.stop()
-        _snapshot_inputs(config, store, locales)
         info = {**info, **_signatures(config, store)}
         info = _report(config, store, info, result)
         info["last_run"] = {
@@ -173,6 +172,9 @@ def _run_stages(config: RunConfig, store: Store, locales: list[str], result: Run
         _translate(plan, store, result, progress)
         # New translations mean new generation items: plan again (cheap, nothing is loaded).
         plan = make_plan(config, store, locales)
+    # The prompts and translations go into the run's store before anything reads them back
+    # (judging looks up the English text of attacked prompts; reports their categories).
+    _snapshot_inputs(config, store, locales)
     book = SignatureBook(store.root)
     for mp in plan.models:
         if not mp.todo:
