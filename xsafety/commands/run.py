@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,6 +12,10 @@ from rich.table import Table
 
 from xsafety.commands.common import fail
 from xsafety.errors import XSafetyError
+
+if TYPE_CHECKING:
+    from xsafety.plan import Plan
+    from xsafety.run import RunResult
 
 out = Console()
 
@@ -45,11 +50,8 @@ def run_command(
         raise typer.Exit(1)
 
 
-def plan_table(plan: object) -> Table:
+def plan_table(plan: "Plan") -> Table:
     """The dry-run table: per stage, what exists and what would be computed."""
-    from xsafety.plan import Plan
-
-    assert isinstance(plan, Plan)
     table = Table(title=f"plan for {plan.config.run_dir} (locales: {', '.join(plan.locales)})")
     for name, justify in (("stage", "left"), ("what", "left"), ("planned", "right"), ("stored", "right"),
                           ("to compute", "right"), ("note", "left")):
@@ -84,10 +86,7 @@ def plan_table(plan: object) -> Table:
     return table
 
 
-def _print_done(result: object) -> None:
-    from xsafety.run import RunResult
-
-    assert isinstance(result, RunResult)
+def _print_done(result: "RunResult") -> None:
     parts = [f"translated {result.translated}"]
     for name, s in result.generated.items():
         parts.append(f"{name}: {s.new} new, {s.cached} cached, {s.failed} failed ({s.tokens_per_s:.0f} tok/s)")
