@@ -505,8 +505,14 @@ def stored_response_keys(store: Store) -> tuple[set[str], set[str]]:
     return ok, failed - ok
 
 
-def make_plan(config: RunConfig, store: Store, locales: list[str] | None = None) -> Plan:
-    """Compare what ``config`` wants with what is stored, loading no model and no judge."""
+def make_plan(
+    config: RunConfig, store: Store, locales: list[str] | None = None, assume: dict[str, str] | None = None
+) -> Plan:
+    """Compare what ``config`` wants with what is stored, loading no model and no judge.
+
+    ``assume`` maps fingerprints to signatures to use where the book has none (``status`` passes
+    the last signatures a run recorded); it is never written to the book.
+    """
     locales = locales if locales is not None else resolve_locales(config)
     index = TranslationIndex(store.root)
     prompts = load_prompts(config)
@@ -514,6 +520,8 @@ def make_plan(config: RunConfig, store: Store, locales: list[str] | None = None)
     needs = translation_needs(config, locales, sources, index)
     items = build_items(config, locales, prompts, index)
     book = SignatureBook(store.root)
+    for fp, sig in (assume or {}).items():
+        book.data.setdefault(fp, sig)
     stored_ok, failed = stored_response_keys(store)
     models = []
     for model in config.models:

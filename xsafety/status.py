@@ -69,8 +69,13 @@ def run_status(run_dir: str | Path) -> RunStatus:
     run_dir = Path(run_dir)
     config = config_of(run_dir)
     store = Store(run_dir)
-    plan = make_plan(config, store, list(config.locales))
-    status = RunStatus(run_dir, _rows(plan, store))
+    assume, stale = _last_known(config, run_dir)
+    plan = make_plan(config, store, list(config.locales), assume=assume)
+    rows = _rows(plan, store)
+    for row in rows:
+        if row.stage in ("generate", "judge") and row.what.split(" ")[0] in stale and not row.note:
+            row.note = "last run's signature: code or files changed since, the next run re-checks"
+    status = RunStatus(run_dir, rows)
     status.errors = _errors(plan, store)
     from xsafety.run import read_info
 
@@ -92,6 +97,30 @@ def run_status(run_dir: str | Path) -> RunStatus:
         finally:
             os.close(fd)
     return status
+
+
+def _last_known(config: RunConfig, run_dir: Path) -> tuple[dict[str, str], set[str]]:
+    """Signatures the last run recorded, for models and judges whose fingerprint has changed
+    since (their code or files were edited): fingerprint -> signature, and their names."""
+    from xsafety.plan import judge_fingerprint, model_fingerprint
+    from xsafety.run import read_info
+
+    info = read_info(run_dir)
+    book = SignatureBook(run_dir)
+    assume: dict[str, str] = {}
+    stale: set[str] = set()
+    recorded = {m.get("name"): m.get("signature") for m in info.get("models", []) if isinstance(m, dict)}
+    for model in config.models:
+        fp = model_fingerprint(model, config)
+        if book.get(fp) is None and recorded.get(model.name):
+            assume[fp] = str(recorded[model.name])
+            stale.add(model.name)
+    for name, sig in (info.get("judge_signatures") or {}).items():
+        fp = judge_fingerprint(name)
+        if sig and name in config.judges and book.get(fp) is None:
+            assume[fp] = str(sig)
+            stale.add(name)
+    return assume, stale
 
 
 def _rows(plan: Plan, store: Store) -> list[StageRow]:

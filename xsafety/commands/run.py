@@ -23,7 +23,7 @@ out = Console()
 def run_command(
     config: Path = typer.Argument(None, help="Run config (TOML). Without it: the built-in default run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what each stage would compute; load and write nothing."),
-    run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (overrides [run] dir)."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (overrides the config's run dir)."),
 ) -> None:
     """Run the whole evaluation: translations if missing, generation, judging, report."""
     from xsafety.config import load_config
