@@ -182,6 +182,11 @@ def test_no_change_rerun_loads_nothing_and_dry_run_says_zero(finished: tuple[Pat
     result = run(load_config(cfg))
     assert result.ok and not result.models_loaded and not result.judges_loaded and not result.report_rebuilt
     assert result.plan.nothing_to_do
+    # cells.json names exactly the responses the config asks for (here: every stored one)
+    import json
+
+    cells = json.loads((copy / "cells.json").read_text())["responses"]
+    assert sorted(cells) == sorted(Store(copy).table(Response).keys()) and len(cells) == 16
     out = CliRunner().invoke(app, ["run", str(cfg), "--dry-run"])
     assert out.exit_code == 0, out.output
     rows = _plan_rows(out.output)

@@ -155,6 +155,7 @@ def run(config: RunConfig, *, dry_run: bool = False, progress: Progress | None =
             if own_progress:
                 progress.stop()
         info = {**info, **_signatures(config, store)}
+        write_cells(config, store, locales)
         info = _report(config, store, info, result)
         info["last_run"] = {
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -322,6 +323,27 @@ def _signatures(config: RunConfig, store: Store) -> dict[str, Any]:
     ]
     judges = {name: book.get(judge_fingerprint(name)) for name in config.judges}
     return {"models": models, "judge_signatures": judges}
+
+
+CELLS_FILE = "cells.json"
+
+
+def write_cells(config: RunConfig, store: Store, locales: list[str]) -> Path:
+    """Write ``cells.json``: the response keys the current config asks for.
+
+    A run directory keeps every record it ever got, so after a config change (another decoding,
+    a smaller ``limit``, a model removed) it also holds responses the config no longer asks for.
+    This file lets a reader (the report) keep to the current cells.
+    """
+    from xsafety.generate import response_key
+
+    plan = make_plan(config, store, locales)
+    keys = sorted(response_key(mp.signature, i) for mp in plan.models if mp.signature for i in mp.items)
+    path = store.root / CELLS_FILE
+    tmp = store.root / f".{CELLS_FILE}.tmp"
+    tmp.write_text(json.dumps({"responses": keys}) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def _snapshot_inputs(config: RunConfig, store: Store, locales: list[str]) -> None:
