@@ -17,13 +17,21 @@ def default_group(default: str) -> type[TyperGroup]:
     """
 
     class DefaultGroup(TyperGroup):
+        """Routes arguments that name no subcommand to the ``default`` command."""
+
         def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+            """Insert the default command's name unless a subcommand or ``--help`` comes first."""
             if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
                 args = [default, *args]
             return super().parse_args(ctx, args)
 
-        def list_commands(self, ctx: click.Context) -> list[str]:
-            return [c for c in super().list_commands(ctx)]
+        def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            """Show the default command's options first (it is what most users run), then the subcommands."""
+            command = self.commands.get(default)
+            if command is not None:
+                sub = click.Context(command, info_name=ctx.info_name, parent=ctx.parent)
+                command.format_help(sub, formatter)
+            super().format_help(ctx, formatter)
 
     return DefaultGroup
 
