@@ -9,6 +9,10 @@ is asked (``input``):
   own chat template builds the guard prompt (Llama Guard 3 served by vLLM/TGI or loaded with
   ``hf:``). The template file is still hashed into the signature as the documented format.
 
+A multi-turn item (a conversation attack) carries its earlier turns in ``meta["context"]``: the
+conversation input sends them before the prompt (guards judge the last assistant turn of a
+conversation), and a template gets them through ``{{conversation}}`` if it has that placeholder.
+
 Hazard codes in the answer (Llama Guard's S1-S14) map to taxonomy categories through the TOML's
 ``[categories]`` table and are stored on the verdict. A backend failure becomes an output with
 ``error`` set (``model: ...``) that the stage keeps apart and retries; an answer that does not
@@ -25,7 +29,7 @@ from typing import Any
 from xsafety.data import judges_dir
 from xsafety.errors import ConfigError
 from xsafety.judges.base import JudgeInput, JudgeOutput
-from xsafety.judges.templates import PARSERS, load_template, render
+from xsafety.judges.templates import PARSERS, format_turns, load_template, render
 from xsafety.records import signature, text_hash
 
 log = logging.getLogger(__name__)
@@ -90,10 +94,14 @@ class LLMJudge:
 
     def messages(self, item: JudgeInput) -> tuple[dict[str, str], ...]:
         """The chat messages sent for one item."""
+        context = _turns(item.meta.get("context"))
         if self.input == "conversation":
-            msgs = [{"role": "user", "content": item.prompt}, {"role": "assistant", "content": item.response}]
+            msgs = [*_alternating(context), {"role": "user", "content": item.prompt},
+                    {"role": "assistant", "content": item.response}]
         else:
-            msgs = [{"role": "user", "content": render(self.template, prompt=item.prompt, response=item.response, locale=item.locale)}]
+            text = render(self.template, prompt=item.prompt, response=item.response, locale=item.locale,
+                          conversation=format_turns(context))
+            msgs = [{"role": "user", "content": text}]
         if self.system:
             msgs.insert(0, {"role": "system", "content": self.system})
         return tuple(msgs)
@@ -131,3 +139,22 @@ class LLMJudge:
     def close(self) -> None:
         """Free the model."""
         self.model.close()
+
+
+def _turns(context: Any) -> list[dict[str, str]]:
+    """The earlier turns in ``meta["context"]`` as role/content dicts (none when malformed)."""
+    if not isinstance(context, (list, tuple)) or not all(isinstance(t, dict) for t in context):
+        return []
+    return [{"role": str(t.get("role")), "content": str(t.get("content", ""))} for t in context]
+
+
+def _alternating(turns: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``turns`` if they can go before ``[user, assistant]``: user first, roles alternating, ending
+    with the assistant; else none (a guard's chat template rejects anything else, and a rejected
+    request would come back as a backend failure, retried on every run)."""
+    roles = [t["role"] for t in turns]
+    if len(turns) % 2 or roles != ["user" if i % 2 == 0 else "assistant" for i in range(len(turns))]:
+        if turns:
+            log.debug("conversation context left out: roles %s do not alternate user/assistant", roles)
+        return []
+    return turns

@@ -8,6 +8,18 @@ For each ``Response`` without an error and each mode:
   (``xsafety.translate.back_translate``) against the English source prompt, as locale ``en``.
   Where no engine covers a locale the mode is skipped for that item and counted.
 
+The English source prompt comes from the run's own ``prompts`` table first: the orchestrator
+copies there every prompt it used, including the derived sets that attacks applied before
+translation create (``<set>~<attack>``, ids ``<id>~<attack>``), which no set on disk holds. Then
+the source of the response's translation in the run's ``translations`` table, then the set on disk
+(a derived set is rebuilt from its base set and the attack), then, last, the prompt as sent. Where the verdict's prompt came from is kept per item in ``meta.english_prompt``
+(``run``, ``set``, ``sent``, ``none``); a missing prompt never stops judging.
+
+A multi-turn response (a conversation attack such as Chain of Utterances) is judged against its
+final user turn; the earlier user and assistant turns go to the judge as ``meta["context"]``
+(English in back-translated mode, taken from the run's translations, or left out when they cannot
+be), for judges whose template or chat input uses them.
+
 Verdict key = ``stable_hash(response key, judge signature, mode)``: a rerun judges only what is
 missing. Judge outputs with a backend failure (``error`` starting ``model:``) go to the table
 ``verdict_errors`` and are retried next run; everything else, including unparsable judge output
@@ -27,7 +39,7 @@ import polars as pl
 
 from xsafety.judges.base import COMPLIANCE, Judge, JudgeInput, JudgeOutput, finalize
 from xsafety.progress import progress_bar
-from xsafety.records import Prompt, Response, Verdict, stable_hash
+from xsafety.records import Prompt, Response, Translation, Verdict, stable_hash
 from xsafety.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +59,7 @@ class JudgeSummary:
     failed: int = 0
     unparsable: int = 0
     no_back_translation: int = 0
+    prompt_not_english: int = 0  # back-translated verdicts judged against the prompt as sent
     labels: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -57,30 +70,120 @@ def verdict_key(response_key: str, judge_sig: str, mode: str) -> str:
     return stable_hash("verdict", response_key, judge_sig, mode)
 
 
+def _final_user_turn(messages: Sequence[dict[str, Any]]) -> int | None:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            return i
+    return None
+
+
 def _user_text(response: Response) -> str:
-    for message in reversed(response.messages):
-        if message.get("role") == "user":
-            return str(message.get("content", ""))
-    return ""
+    i = _final_user_turn(response.messages)
+    return str(response.messages[i].get("content", "")) if i is not None else ""
+
+
+def _context(response: Response) -> list[dict[str, str]]:
+    """The user and assistant turns before the final user turn (the system prompt is left out:
+    it is the variant's or the attack's instruction to the model, and guard chat templates accept
+    only alternating user/assistant turns)."""
+    i = _final_user_turn(response.messages)
+    earlier = response.messages[:i] if i is not None else ()
+    return [
+        {"role": str(m["role"]), "content": str(m.get("content", ""))}
+        for m in earlier
+        if m.get("role") in ("user", "assistant")
+    ]
+
+
+def _native_meta(response: Response) -> dict[str, Any]:
+    meta: dict[str, Any] = {"response_key": response.key}
+    context = _context(response)
+    if context:
+        meta["context"] = context
+    return meta
+
+
+def _prompts_by_id(prompts: Sequence[Prompt]) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for p in prompts:
+        texts = out.setdefault((p.set, p.id), [])
+        if p.text not in texts:
+            texts.append(p.text)
+    return out
 
 
 class _EnglishPrompts:
-    """English source prompts by (set, prompt id), loading each set once."""
+    """English source prompts and conversation turns of one run, each source read once."""
 
-    def __init__(self) -> None:
-        self._sets: dict[str, dict[str, Prompt]] = {}
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._run: dict[tuple[str, str], list[str]] | None = None
+        self._sources: dict[str, str] = {}  # translation key -> the English it was made from
+        self._turns: dict[tuple[str, str, str], str] = {}  # (set, locale, translated text) -> English
+        self._sets: dict[str, dict[tuple[str, str], list[str]]] = {}
 
-    def get(self, set_name: str, prompt_id: str) -> str | None:
+    def _load_run(self) -> dict[tuple[str, str], list[str]]:
+        if self._run is None:
+            self._run = _prompts_by_id(list(self._store.table(Prompt).load().values()))
+            for t in self._store.table(Translation).load().values():
+                self._sources[t.key] = t.source
+                if t.text:
+                    self._turns.setdefault((t.set, t.locale, t.text), t.source)
+        return self._run
+
+    def get(self, response: Response) -> tuple[str, str]:
+        """The English prompt of ``response`` and where it came from: ``run``, ``set``, ``sent``
+        (the prompt as the model saw it, not English) or ``none``."""
+        run = self._load_run()
+        exact = self._sources.get(response.input_key)
+        texts = run.get((response.set, response.prompt_id))
+        if texts:
+            # A prompt whose text changed between runs is stored twice: the one this response's
+            # translation was made from is the right one, else the latest.
+            return (exact if exact in texts else texts[-1]), "run"
+        if exact:
+            return exact, "run"
+        texts = self._from_set(response.set).get((response.set, response.prompt_id))
+        if texts:
+            return (exact if exact in texts else texts[-1]), "set"
+        sent = _user_text(response)
+        return sent, ("sent" if sent else "none")
+
+    def context(self, response: Response) -> list[dict[str, str]] | None:
+        """The earlier turns in English, or None when a turn has no known English source."""
+        self._load_run()
+        english_turns = response.meta.get("attack_stage") == "after-translation"
+        out = []
+        for turn in _context(response):
+            text = self._turns.get((response.set, response.locale, turn["content"]))
+            if text is None and english_turns:
+                text = turn["content"]  # the attack's own turns are English after translation
+            if text is None:
+                return None
+            out.append({"role": turn["role"], "content": text})
+        return out
+
+    def _from_set(self, set_name: str) -> dict[tuple[str, str], list[str]]:
         if set_name not in self._sets:
             try:
-                from xsafety.taxonomy import load_set
-
-                self._sets[set_name] = {p.id: p for p in load_set(set_name)}
+                self._sets[set_name] = _prompts_by_id(_load_english_set(set_name))
             except Exception as exc:  # a set that cannot be found must not stop judging
-                log.warning("cannot load set %r for English prompts (%s): using the prompt sent", set_name, exc)
+                log.warning("cannot load set %r for English prompts (%s)", set_name, exc)
                 self._sets[set_name] = {}
-        prompt = self._sets[set_name].get(prompt_id)
-        return prompt.text if prompt else None
+        return self._sets[set_name]
+
+
+def _load_english_set(set_name: str) -> list[Prompt]:
+    """A set on disk, or a derived ``<set>~<attack>`` set rebuilt from its base set and attack."""
+    from xsafety.taxonomy import load_set
+
+    base, sep, attack = set_name.partition("~")
+    if not sep:
+        return load_set(set_name)
+    from xsafety.attacks import load_attack
+    from xsafety.plan import attacked_prompts
+
+    return attacked_prompts(load_set(base), load_attack(attack))
 
 
 @dataclass(frozen=True)
@@ -116,7 +219,7 @@ def judge_run(
         sig = judge.signature()
         summary = JudgeSummary(judge=sig)
         responses, stored = plan(store, sig, modes)
-        tasks = list(_tasks(responses, sig, modes, stored, summary, back_engine))
+        tasks = list(_tasks(store, responses, sig, modes, stored, summary, back_engine))
         with progress_bar(f"judge {getattr(judge, 'name', 'judge')}", len(tasks), progress) as bar, _writers(store) as (ok, bad):
             for start in range(0, len(tasks), max(1, batch_size)):
                 chunk = tasks[start : start + batch_size]
@@ -153,6 +256,7 @@ def _writers(store: Store) -> Iterator[tuple[Any, Any]]:
 
 
 def _tasks(
+    store: Store,
     responses: list[Response],
     sig: str,
     modes: Sequence[str],
@@ -160,7 +264,6 @@ def _tasks(
     summary: JudgeSummary,
     back_engine: str | None,
 ) -> Iterator[_Task]:
-    english = _EnglishPrompts()
     need_back: dict[str, list[Response]] = {}
     for response in responses:
         for mode in modes:
@@ -169,7 +272,7 @@ def _tasks(
                 summary.cached += 1
                 continue
             if mode == "native":
-                item = JudgeInput(_user_text(response), response.text, response.locale, {"response_key": response.key})
+                item = JudgeInput(_user_text(response), response.text, response.locale, _native_meta(response))
                 yield _Task(key, response, mode, item)
             elif response.locale.split("-")[0] != "en":
                 need_back.setdefault(response.locale, []).append(response)
@@ -177,19 +280,30 @@ def _tasks(
         return
     from xsafety.translate import back_translate
 
+    english = _EnglishPrompts(store)
     for locale, group in sorted(need_back.items()):
         backs = back_translate([r.text for r in group], locale, back_engine)
         for response, back in zip(group, backs):
             if back is None:
                 summary.no_back_translation += 1
                 continue
-            prompt = english.get(response.set, response.prompt_id) or _user_text(response)
-            item = JudgeInput(prompt, back, "en", {"response_key": response.key, "back_of": locale})
+            prompt, origin = english.get(response)
+            if origin in ("sent", "none"):
+                summary.prompt_not_english += 1
+                log.warning("no English prompt for %s/%s: judging %s against %s", response.set,
+                            response.prompt_id, response.key, "the prompt as sent" if prompt else "no prompt")
+            meta: dict[str, Any] = {"response_key": response.key, "back_of": locale, "english_prompt": origin}
+            context = english.context(response)
+            if context:
+                meta["context"] = context
+            item = JudgeInput(prompt, back, "en", meta)
             yield _Task(verdict_key(response.key, sig, "back-translated"), response, "back-translated", item)
 
 
 def _verdict(task: _Task, sig: str, out: JudgeOutput) -> Verdict:
     meta = {**out.meta, "locale": task.response.locale, "prompt_id": task.response.prompt_id}
+    if "english_prompt" in task.item.meta:
+        meta["english_prompt"] = task.item.meta["english_prompt"]
     return Verdict(
         key=task.key,
         response_key=task.response.key,

@@ -1,23 +1,25 @@
 """Prompt templates for LLM judges, and strict parsers for each judge output format.
 
 Templates are data files (``judges/templates/*.txt``) with ``{{prompt}}``, ``{{response}}`` and
-``{{locale}}`` placeholders, replaced literally (responses are full of braces, so no
-``str.format``). Parsers accept what a real model writes around the answer (whitespace, case,
-code fences, trailing explanation) but never guess: output that does not follow the format
-returns ``ParseResult(label="invalid", error="unparsable")``.
+``{{locale}}`` placeholders, and optionally ``{{conversation}}`` (the turns before the prompt of a
+multi-turn attack, one ``User:``/``Assistant:`` block each; empty for a single-turn prompt),
+replaced literally (responses are full of braces, so no ``str.format``). Parsers accept what a
+real model writes around the answer (whitespace, case, code fences, trailing explanation) but
+never guess: output that does not follow the format returns
+``ParseResult(label="invalid", error="unparsable")``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xsafety.errors import ConfigError
 
-PLACEHOLDERS = ("prompt", "response", "locale")
+PLACEHOLDERS = ("prompt", "response", "locale", "conversation")
 UNPARSABLE = "unparsable"
 
 
@@ -45,10 +47,16 @@ def load_template(path: Path) -> str:
     return text
 
 
-def render(template: str, *, prompt: str, response: str, locale: str) -> str:
+def render(template: str, *, prompt: str, response: str, locale: str, conversation: str = "") -> str:
     """Fill a template in one pass, so that a response containing ``{{prompt}}`` is left alone."""
-    values = {"prompt": prompt, "response": response, "locale": locale}
+    values = {"prompt": prompt, "response": response, "locale": locale, "conversation": conversation}
     return re.sub(r"\{\{(\w+)\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def format_turns(turns: Sequence[dict[str, str]]) -> str:
+    """Earlier conversation turns as text for ``{{conversation}}``: ``User: ...`` / ``Assistant: ...``."""
+    names = {"user": "User", "assistant": "Assistant"}
+    return "\n\n".join(f"{names.get(t['role'], t['role'].title())}: {t['content']}" for t in turns)
 
 
 _FENCE = re.compile(r"^```[\w-]*\s*$", re.MULTILINE)
