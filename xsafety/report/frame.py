@@ -12,6 +12,14 @@ degrading gracefully where it does not:
 * the primary judge: ``run.json`` (``primary_judge`` or the first of ``judges``), else the judge
   with the most verdicts.
 
+A run directory keeps every record it ever got (the store is append-only), so after a change of
+model signature (decoding, weights) or of config (a locale, attack or variant removed) it also holds
+responses the current config no longer asks for. Counting those would pair one prompt several times
+per locale (doubling ``n`` and overstating McNemar). So when the orchestrator's ``cells.json`` is
+there, only its responses are read, and only verdicts of the judge signatures ``run.json`` records
+for the current config. Without it (a run made by ``xsafety generate``/``judge`` directly) every
+response is read, but signatures that share a model name are reported as separate models.
+
 Attacks applied before translation use derived ids (``<id>~<attack>`` in set ``<set>~<attack>``);
 ``base_id``/``base_set`` strip the suffix so that categories join and pairs across locales match.
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +37,7 @@ from typing import Any
 import polars as pl
 
 from xsafety.errors import InputError
-from xsafety.records import Prompt, Response, Translation, Verdict
+from xsafety.records import Prompt, Response, Translation, Verdict, stable_hash
 from xsafety.report.categories import UNCATEGORISED, macro_of
 from xsafety.store import Store
 
@@ -38,6 +47,9 @@ ENGLISH = "en"
 PRIMARY_MODE = "native"
 BACK_MODE = "back-translated"
 ROUNDTRIP_GATE = "roundtrip_chrf"
+CELLS_FILE = "cells.json"  # written by the orchestrator (xsafety.run.write_cells)
+# A disambiguated model name shows the signature fields that differ, each cut to this length.
+MAX_SIG_PART = 32
 
 VERDICT_SCHEMA: dict[str, Any] = {
     "response_key": pl.Utf8,
@@ -86,6 +98,8 @@ class RunData:
     n_response_errors: int
     primary_judge: str | None
     judges: list[str] = field(default_factory=list)
+    # Responses in the store that the current config (cells.json) does not ask for: left out.
+    n_stale_responses: int = 0
 
     def harm_judged(self) -> bool:
         """False when the primary judge never judged harm (e.g. a refusal lexicon): unsafe is then
@@ -111,15 +125,76 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def read_cells(run_dir: Path) -> frozenset[str] | None:
+    """The response keys the run's current config asks for (``cells.json``), or None without one."""
+    path = Path(run_dir) / CELLS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
+    keys = data.get("responses") if isinstance(data, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise InputError("expected a list of response keys", file=path, field="responses")
+    return frozenset(keys)
+
+
+def current_judge_signatures(info: dict[str, Any]) -> frozenset[str] | None:
+    """The judge signatures ``run.json`` records for the current config, or None when it has none.
+
+    A judge that never loaded has no signature (null): it contributes nothing, which is right, as
+    verdicts under an older signature of it are not what the current config asks for.
+    """
+    sigs = info.get("judge_signatures")
+    if not isinstance(sigs, dict):
+        return None
+    return frozenset(str(v) for v in sigs.values() if isinstance(v, str) and v)
+
+
 def base_of(name: str) -> str:
     """``id~attack`` -> ``id``: the English prompt or set an attacked item derives from."""
     return name.split("~", 1)[0]
 
 
-def model_name_of(response: Response) -> str:
-    """A short display name for the response's model (meta ``model_name``, else its signature)."""
-    name = response.meta.get("model_name") if isinstance(response.meta, dict) else None
-    return str(name) if name else response.model
+def model_names(responses: Iterable[Response], info: dict[str, Any]) -> dict[str, str]:
+    """Model signature -> display name, distinct per signature.
+
+    The name is the response's meta ``model_name``, else the name ``run.json`` gives the signature,
+    else the signature. When several signatures share a name (a run directory generated again after
+    a decoding or weights change, without ``cells.json`` to say which is current), each gets the
+    signature fields that set it apart (``smollm2 [max_new_tokens:64]``) so that the model
+    breakdowns keep them apart instead of pooling one prompt's answers twice.
+    """
+    booked: dict[str, str] = {}
+    for m in info.get("models") or []:
+        if isinstance(m, dict) and isinstance(m.get("signature"), str) and isinstance(m.get("name"), str):
+            booked[m["signature"]] = m["name"]
+    names: dict[str, str] = {}
+    for r in responses:
+        if r.model not in names:
+            meta_name = r.meta.get("model_name") if isinstance(r.meta, dict) else None
+            names[r.model] = str(meta_name) if meta_name else booked.get(r.model, r.model)
+    by_name: dict[str, list[str]] = {}
+    for sig, name in names.items():
+        by_name.setdefault(name, []).append(sig)
+    out = dict(names)
+    for name, sigs in by_name.items():
+        if len(sigs) < 2:
+            continue
+        log.warning("report: %d signatures of model %r are reported as separate models", len(sigs), name)
+        parts = {sig: sig.split("|") for sig in sigs}
+        common = set.intersection(*(set(p) for p in parts.values()))
+        # A signature that only lacks a field the others have is told by a hash of itself.
+        labels = {
+            sig: f"{name} [{','.join(x[:MAX_SIG_PART] for x in p if x not in common) or stable_hash(sig, length=8)}]"
+            for sig, p in parts.items()
+        }
+        if len(set(labels.values())) < len(labels):
+            # Cut fields can collide: a hash of the whole signature cannot.
+            labels = {sig: f"{name} [{stable_hash(sig, length=8)}]" for sig in sigs}
+        out.update(labels)
+    return out
 
 
 def _resource_lookup(info: dict[str, Any]) -> dict[str, str]:
@@ -227,6 +302,11 @@ def _signature_from_book(run_dir: Path | None, name: str) -> str | None:
         return None
 
 
+def judge_matches(sig: str, name: str) -> bool:
+    """Whether verdict signature ``sig`` is judge ``name``: the signature itself, or its kind or name."""
+    return sig == name or sig.startswith(name + "|") or f"name:{name}" in sig.split("|")
+
+
 def pick_primary_judge(
     judges: list[str], counts: Counter[str], info: dict[str, Any], run_dir: Path | None = None
 ) -> str | None:
@@ -247,9 +327,13 @@ def pick_primary_judge(
             first = first.get("name") or first.get("signature")
         if isinstance(first, str):
             wanted.append(first)
+    current = info.get("judge_signatures")
     for name in wanted:
+        # The signature the orchestrator recorded for this config beats a guess from the name.
+        if isinstance(current, dict) and current.get(name) in judges:
+            return str(current[name])
         for sig in judges:
-            if sig == name or sig.startswith(name + "|") or f"name:{name}" in sig.split("|"):
+            if judge_matches(sig, name):
                 return sig
         booked = _signature_from_book(run_dir, name)
         if booked in judges:
@@ -265,22 +349,45 @@ def pick_primary_judge(
 
 
 def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
-    """Read a run directory's responses and verdicts and join everything a report needs."""
+    """Read a run directory's responses and verdicts and join everything a report needs.
+
+    With ``cells.json`` only the responses the current config asks for are read, and only verdicts
+    of the current judge signatures (and of ``primary_judge`` when it is a signature).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}", file=run_dir)
     info = read_run_info(run_dir)
     store = Store(run_dir)
     responses = store.table(Response).load()
-    verdicts = store.table(Verdict).load()
+    stale = 0
+    cells = read_cells(run_dir)
+    judge_ok: frozenset[str] | None = None
+    if cells is not None:
+        kept = {k: r for k, r in responses.items() if k in cells}
+        stale = len(responses) - len(kept)
+        if stale:
+            log.info("report: %d stored responses are outside the current cells and left out", stale)
+        responses = kept
+        judge_ok = current_judge_signatures(info)
+        if judge_ok is not None and primary_judge:
+            # An explicit signature is honoured even if stale; a bare name must resolve among
+            # the current signatures, never to an older one.
+            judge_ok = judge_ok | {primary_judge}
+    verdicts = [
+        v
+        for v in store.table(Verdict).load().values()
+        if v.response_key in responses and (judge_ok is None or v.judge in judge_ok)
+    ]
     resources = _resource_lookup(info)
     base_sets = {base_of(r.set) for r in responses.values()}
     prompts = _prompts_for(store, base_sets)
     translations = _translations_for(store, {(r.set, r.locale) for r in responses.values()})
+    names = model_names(responses.values(), info)
 
     by_response: dict[str, list[Verdict]] = {}
     counts: Counter[str] = Counter()
-    for v in verdicts.values():
+    for v in verdicts:
         by_response.setdefault(v.response_key, []).append(v)
         counts[v.judge] += 1
     judges = sorted(counts)
@@ -303,7 +410,7 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         base = {
             "response_key": r.key,
             "model": r.model,
-            "model_name": model_name_of(r),
+            "model_name": names[r.model],
             "set": r.set,
             "base_set": base_set,
             "prompt_id": r.prompt_id,
@@ -352,4 +459,5 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         n_response_errors=errors,
         primary_judge=primary,
         judges=judges,
+        n_stale_responses=stale,
     )

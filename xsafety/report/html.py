@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from xsafety.report.frame import ENGLISH
-from xsafety.report.markdown import NO_HARM_NOTE, gap_text, shown_metrics, num, pct, pval, safe_name, summary_rows
+from xsafety.report.markdown import (
+    NO_HARM_NOTE,
+    gap_text,
+    num,
+    pct,
+    pval,
+    safe_name,
+    shown_metrics,
+    summary_rows,
+    variants_file,
+)
 
 if TYPE_CHECKING:
     from xsafety.report.build import ReportData
@@ -176,8 +186,8 @@ def _examples(data: "ReportData", locale: str) -> str:
     return "".join(parts)
 
 
-def render_index(data: "ReportData", images: dict[str, Path]) -> str:
-    """The whole ``index.html`` as a string."""
+def render_index(data: "ReportData", images: dict[str, Path], variants: str | None = None) -> str:
+    """The whole ``index.html`` as a string (``variants``: the variant-effects page to link, if any)."""
     t = data.tables
     run = data.run
     csp = (
@@ -200,13 +210,16 @@ def render_index(data: "ReportData", images: dict[str, Path]) -> str:
         "<h1>xsafety report</h1>",
         '<p class="meta">'
         f"run <code>{escape(str(run.run_dir))}</code> &middot; {run.n_responses} responses "
-        f"({run.n_response_errors} failed) &middot; primary judge <code>{escape(run.primary_judge or 'none')}</code> "
+        f"({run.n_response_errors} failed"
+        + (f"; {run.n_stale_responses} from earlier configs left out" if run.n_stale_responses else "")
+        + f") &middot; primary judge <code>{escape(run.primary_judge or 'none')}</code> "
         f"(native) &middot; policy <b>{escape(data.policy.name)}</b>: {escape(data.policy.description)}</p>",
         (f'<p class="weak"><b>{escape(NO_HARM_NOTE)}</b></p>' if not run.harm_judged() else ""),
         '<p class="meta">Gaps are locale minus English in percentage points over paired prompts, with 95% '
         "paired-bootstrap CIs over prompts and exact McNemar p-values. Cells with fewer than "
         f"{data.thresholds.min_pairs} pairs are marked small. Click a column header to sort.</p>",
         '<p class="meta">Files: <a href="summary.md">summary.md</a> '
+        + (f'<a href="{escape(variants)}">{escape(variants)}</a> ' if variants else "")
         + " ".join(f'<a href="{escape(safe_name(loc))}.md">{escape(loc)}.md</a>' for loc in locales)
         + " &middot; tables: "
         + " ".join(f'<a href="tables/{escape(name)}.csv">{escape(name)}.csv</a>' for name in sorted(t))
@@ -279,5 +292,5 @@ def render_index(data: "ReportData", images: dict[str, Path]) -> str:
 def write_index(data: "ReportData", out: Path, images: dict[str, Path]) -> Path:
     """Write ``index.html`` into the report folder."""
     path = out / "index.html"
-    path.write_text(render_index(data, images), encoding="utf-8")
+    path.write_text(render_index(data, images, variants_file(data, out)), encoding="utf-8")
     return path

@@ -92,6 +92,11 @@ def header(data: "ReportData", title: str) -> str:
         "",
         f"- run: `{run.run_dir}`",
         f"- responses: {run.n_responses} ({run.n_response_errors} failed generation and are not scored)",
+        *(
+            [f"- left out: {run.n_stale_responses} stored responses the current config does not ask for"]
+            if run.n_stale_responses
+            else []
+        ),
         f"- primary judge (native mode): `{run.primary_judge or 'none'}`",
         f"- judges with verdicts: {len(run.judges)}",
         f"- policy: `{data.policy.name}` - {data.policy.description}",
@@ -149,6 +154,25 @@ def shown_metrics(data: "ReportData") -> list[str]:
     return ["unsafe", "refusal", "fail"] if policy_changes_failure(data.policy) else ["unsafe", "refusal"]
 
 
+VARIANTS_FILE = "variants.md"
+
+
+def variants_file(data: "ReportData", out: Path) -> str | None:
+    """The variant-effects page (``xsafety.variants``) to link from the report folder ``out``, or None.
+
+    Linked only when the run's current responses have several variants, so a page left from an
+    earlier config is not. The orchestrator writes the page right after the report, so on a run's
+    first report it is not there yet: in the run's own report folder a base variant in ``run.json``
+    says it is coming.
+    """
+    if data.primary.is_empty() or data.primary.get_column("variant").n_unique() < 2:
+        return None
+    if (out / VARIANTS_FILE).is_file():
+        return VARIANTS_FILE
+    own_folder = out.resolve() == (data.run.run_dir / "report").resolve()
+    return VARIANTS_FILE if own_folder and isinstance(data.run.info.get("base_variant"), str) else None
+
+
 def write_summary(data: "ReportData", out: Path) -> Path:
     """``summary.md``: the per-locale table, resource-group gaps and the locale x macro grid."""
     t = data.tables
@@ -165,6 +189,9 @@ def write_summary(data: "ReportData", out: Path) -> Path:
     parts.append("\n![unsafe rate heatmap](heatmap_unsafe.png)\n\n![gap heatmap](heatmap_gap.png)\n")
     parts.append("\n## Locales\n")
     parts.extend(f"- [{loc}]({loc}.md)\n" for loc in locales)
+    variants = variants_file(data, out)
+    if variants:
+        parts.append(f"\n## Variants\n\nEffect of each variant against the base variant: [{variants}]({variants})\n")
     parts.append("\n## Definitions\n\n" + (DEFINITIONS or "").strip() + "\n")
     path = out / "summary.md"
     path.write_text("\n".join(parts), encoding="utf-8")
