@@ -203,11 +203,13 @@ def test_shipped_policies_validate() -> None:
 
 def test_build_report_writes_every_output(run_dir: Path, tmp_path: Path) -> None:
     out = build_report(run_dir, tmp_path / "rep")
-    for name in ("summary.md", "en.md", "es.md", "ca.md", "gl.md", "index.html", "heatmap_unsafe.png",
-                 "heatmap_gap.png", "tables/gaps_locale.parquet", "tables/gaps_locale.csv",
+    maps = ("heatmap_unsafe.png", "heatmap_unsafe_gap.png", "heatmap_refusal.png", "heatmap_refusal_gap.png")
+    for name in ("summary.md", "en.md", "es.md", "ca.md", "gl.md", "index.html", *maps,
+                 "tables/gaps_locale.parquet", "tables/gaps_locale.csv", "tables/rejections.csv",
                  "tables/rates_locale_macro.csv", "tables/trust.parquet", "tables/summary.csv"):
         assert (out / name).is_file(), name
-    assert (out / "heatmap_unsafe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in maps:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     back = pl.read_parquet(out / "tables/gaps_locale.parquet")
     assert _row(back, locale="es", metric="unsafe")["gap_pp"] == pytest.approx(20.0)
     es_md = (out / "es.md").read_text()
@@ -216,6 +218,8 @@ def test_build_report_writes_every_output(run_dir: Path, tmp_path: Path) -> None
     assert "p0002" in es_md  # example prompt ids of failures
     summary = (out / "summary.md").read_text()
     assert "| gl |" in summary and "(small)" in summary
+    assert all(f"]({name})" in summary for name in maps)  # harm judged: all four maps linked
+    assert "n/m" not in summary
 
 
 def test_default_out_dir_is_run_report(tmp_path: Path) -> None:

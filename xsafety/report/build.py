@@ -13,6 +13,7 @@ from rich import box
 from rich.table import Table
 
 from xsafety.report import aggregate as agg
+from xsafety.report.aggregate import NOT_MEASURED
 from xsafety.report.frame import ENGLISH, RunData, load_run
 from xsafety.report.policy import Policy, load_policy
 from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
@@ -40,6 +41,9 @@ class ReportData:
     thresholds: agg.Thresholds
     primary: pl.DataFrame
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    # False under a refusal-only judge: unsafe (and a failure built on it) is then "not measured".
+    harm_judged: bool = True
+    failure_judged: bool = True
 
     @property
     def summary(self) -> pl.DataFrame:
@@ -67,19 +71,24 @@ def compute(
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     th = thresholds or agg.Thresholds()
     primary = agg.primary_frame(run, pol)
-    data = ReportData(run=run, policy=pol, thresholds=th, primary=primary)
+    harm = run.harm_judged()
+    data = ReportData(
+        run=run, policy=pol, thresholds=th, primary=primary, harm_judged=harm,
+        failure_judged=agg.failure_measured(pol, primary, harm),
+    )
     t = data.tables
     t["rates_locale"] = agg.rates(primary, ["locale", "resource"])
     t["gaps_locale"] = agg.gaps(primary, ["locale", "resource"], th, n_boot=n_boot, seed=seed)
     t["trust"] = agg.trust(run, primary, th)
     t["summary"] = agg.summary(t["rates_locale"], t["gaps_locale"], t["trust"])
-    if not breakdowns:
-        return data
-    t["gaps_resource"] = agg.gaps(primary, ["resource"], th, n_boot=n_boot, seed=seed)
-    for name, cols in BREAKDOWNS.items():
-        t[f"rates_locale_{name}"] = agg.rates(primary, ["locale", *cols])
-    for name in GAP_BREAKDOWNS:
-        t[f"gaps_locale_{name}"] = agg.gaps(primary, ["locale", *BREAKDOWNS[name]], th, n_boot=n_boot, seed=seed)
+    if breakdowns:
+        t["rejections"] = agg.rejections(run)
+        t["gaps_resource"] = agg.gaps(primary, ["resource"], th, n_boot=n_boot, seed=seed)
+        for name, cols in BREAKDOWNS.items():
+            t[f"rates_locale_{name}"] = agg.rates(primary, ["locale", *cols])
+        for name in GAP_BREAKDOWNS:
+            t[f"gaps_locale_{name}"] = agg.gaps(primary, ["locale", *BREAKDOWNS[name]], th, n_boot=n_boot, seed=seed)
+    data.tables = agg.blank_unmeasured(t, harm=data.harm_judged, failure=data.failure_judged)
     return data
 
 
@@ -122,8 +131,8 @@ def write_report(data: ReportData, out: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     write_tables(data, out)
-    markdown.write_markdown(data, out)
     images = plots.write_heatmaps(data, out)
+    markdown.write_markdown(data, out, images)
     html.write_index(data, out, images)
     log.info("report written to %s", out)
     return out
@@ -169,9 +178,29 @@ def summary_table(run_dir: str | Path, policy: str | None = None) -> Table:
     return summary_rich(data)
 
 
+# Resource levels fit the narrow terminal column as words: cutting to four letters gave "medi".
+RESOURCE_SHORT = {"high": "high", "medium": "med", "low": "low", "unknown": "?"}
+
+
+def resource_short(level: Any) -> str:
+    """A resource level in at most four letters: ``high``, ``med``, ``low``."""
+    text = str(level or "")
+    return RESOURCE_SHORT.get(text, text[:4])
+
+
+def _unmeasured(row: dict[str, Any], measured: bool, text: str) -> str:
+    # A locale with no responses has nothing to measure either way: "-" there, not "n/m".
+    return text if measured or not row.get("n") else NOT_MEASURED
+
+
 def summary_rich(data: ReportData) -> Table:
-    """Render a computed report's summary as a rich table."""
+    """Render a computed report's summary as a rich table.
+
+    Every locale of the run has a row, n = 0 included; figures the primary judge does not measure
+    (unsafe under a refusal-only judge) read ``n/m``.
+    """
     judge = judge_label(data)
+    harm = data.harm_judged
     table = Table(
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
@@ -180,7 +209,7 @@ def summary_rich(data: ReportData) -> Table:
         caption=(
             f"primary judge {judge} (native); policy {data.policy.name}; gaps = locale - {ENGLISH} in "
             "points with a 95% paired-bootstrap CI below; p = exact McNemar"
-            + ("" if data.run.harm_judged() else "\nNOTE: the primary judge detects refusals only; unsafe is not measured")
+            + ("" if harm else f"\nNOTE: the primary judge detects refusals only; unsafe is not measured ({NOT_MEASURED})")
         ),
     )
     for name, justify, wrap in [
@@ -201,19 +230,21 @@ def summary_rich(data: ReportData) -> Table:
     if show_failure:
         table.add_column("fail%", justify="right", no_wrap=True)
     for row in data.summary.to_dicts():
+        english = row["locale"] == ENGLISH
         cells = [
             row["locale"],
-            str(row.get("resource") or "")[:4],
+            resource_short(row.get("resource")),
             str(row["n"]),
-            _pct(row["unsafe_rate"]),
+            _unmeasured(row, harm, _pct(row["unsafe_rate"])),
             _pct(row["refusal_rate"]),
-            _gap(row, "unsafe") + ("\nsmall" if row.get("unsafe_small") else ""),
-            _p(row.get("unsafe_p")),
+            _gap(row, "unsafe") + ("\nsmall" if row.get("unsafe_small") else "")
+            if harm or english else _unmeasured(row, harm, "-"),
+            _p(row.get("unsafe_p")) if harm or english else _unmeasured(row, harm, "-"),
             _gap(row, "refusal"),
             _p(row.get("refusal_p")),
-            "baseline" if row["locale"] == ENGLISH else str(row.get("trust") or ""),
+            "baseline" if english else str(row.get("trust") or ""),
         ]
         if show_failure:
-            cells.append(_pct(row["fail_rate"]))
+            cells.append(_unmeasured(row, data.failure_judged, _pct(row["fail_rate"])))
         table.add_row(*cells)
     return table

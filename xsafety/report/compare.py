@@ -14,6 +14,7 @@ from xsafety.errors import InputError
 from xsafety.report.build import compute
 from xsafety.report.frame import ENGLISH
 from xsafety.report.html import STYLE, SORT_SCRIPT, script_hash, table_html
+from xsafety.report.aggregate import NOT_MEASURED
 from xsafety.report.markdown import gap_text, md_table, pct, pval
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def compare_frame(runs: Sequence[str | Path], policy: str | None = None) -> pl.D
                 pl.lit(label).alias("run"),
                 pl.lit(models).alias("models"),
                 pl.lit(data.run.primary_judge or "").alias("judge"),
+                pl.lit(data.harm_judged).alias("harm_judged"),
             )
         )
     if not frames:
@@ -63,6 +65,14 @@ def _rows(df: pl.DataFrame) -> list[dict[str, Any]]:
             if r.get(f"{m}_small"):
                 r[f"_{m}_gap"] += " (small)"
             r[f"_sort__{m}_gap"] = r.get(f"{m}_gap_pp")
+        # A run judged by a refusal-only judge did not measure unsafe: say so, not "-".
+        unmeasured = r.get("harm_judged") is False and r.get("n")
+        r["_unsafe"] = NOT_MEASURED if unmeasured else pct(r.get("unsafe_rate"))
+        r["_sort__unsafe"] = r.get("unsafe_rate")
+        r["_unsafe_p"] = pval(r.get("unsafe_p"))
+        r["_sort__unsafe_p"] = r.get("unsafe_p")
+        if unmeasured and r["locale"] != ENGLISH:
+            r["_unsafe_gap"] = r["_unsafe_p"] = NOT_MEASURED
         if r["locale"] == ENGLISH:
             r["trust"] = "baseline"
     return rows
@@ -101,10 +111,10 @@ def compare_runs(runs: Sequence[str | Path], out_dir: str | Path, policy: str | 
         ("models", "models", None),
         ("locale", "locale", None),
         ("n", "n", None),
-        ("unsafe", "unsafe_rate", pct),
+        ("unsafe", "_unsafe", None),
         ("refusal", "refusal_rate", pct),
         ("unsafe gap (pp) [CI]", "_unsafe_gap", None),
-        ("p", "unsafe_p", pval),
+        ("p", "_unsafe_p", None),
         ("refusal gap (pp) [CI]", "_refusal_gap", None),
         ("p ", "refusal_p", pval),
         ("trust", "trust", None),

@@ -10,7 +10,10 @@ degrading gracefully where it does not:
 * translation acceptance and round-trip chrF: a ``translations`` table in the run dir, else
   ``xsafety.translate.load_translations(set, locale)``;
 * the primary judge: ``run.json`` (``primary_judge`` or the first of ``judges``), else the judge
-  with the most verdicts.
+  with the most verdicts;
+* the locales to report: every locale with a response, plus every locale ``run.json`` configures.
+  A configured locale whose translations were all rejected by the quality gates has no response,
+  but it must still be shown (with n = 0 and its acceptance), not silently left out.
 
 A run directory keeps every record it ever got (the store is append-only), so after a change of
 model signature (decoding, weights) or of config (a locale, attack or variant removed) it also holds
@@ -83,6 +86,8 @@ TRANSLATION_SCHEMA: dict[str, Any] = {
     "accepted": pl.Boolean,
     "roundtrip_chrf": pl.Float64,
     "quality": pl.Float64,
+    # Names of the gates a translation failed (empty when accepted): why a locale has no numbers.
+    "failed_gates": pl.List(pl.Utf8),
 }
 
 
@@ -100,6 +105,8 @@ class RunData:
     judges: list[str] = field(default_factory=list)
     # Responses in the store that the current config (cells.json) does not ask for: left out.
     n_stale_responses: int = 0
+    # Every locale to report (with responses or configured in run.json) -> its resource level.
+    locales: dict[str, str] = field(default_factory=dict)
 
     def harm_judged(self) -> bool:
         """False when the primary judge never judged harm (e.g. a refusal lexicon): unsafe is then
@@ -150,6 +157,20 @@ def current_judge_signatures(info: dict[str, Any]) -> frozenset[str] | None:
     if not isinstance(sigs, dict):
         return None
     return frozenset(str(v) for v in sigs.values() if isinstance(v, str) and v)
+
+
+def configured_locales(info: dict[str, Any]) -> list[str]:
+    """Locale codes a run's config asked for (``run.json`` ``locales``, else the last plan's)."""
+    found: list[str] = []
+    plan = info.get("last_run", {}).get("plan", {}) if isinstance(info.get("last_run"), dict) else {}
+    for source in (info.get("locales"), plan.get("locales") if isinstance(plan, dict) else None):
+        if not isinstance(source, list):
+            continue
+        for entry in source:
+            code = entry.get("code") if isinstance(entry, dict) else entry
+            if isinstance(code, str) and code and code not in found:
+                found.append(code)
+    return found
 
 
 def base_of(name: str) -> str:
@@ -382,7 +403,17 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
     resources = _resource_lookup(info)
     base_sets = {base_of(r.set) for r in responses.values()}
     prompts = _prompts_for(store, base_sets)
-    translations = _translations_for(store, {(r.set, r.locale) for r in responses.values()})
+    used_pairs = {(r.set, r.locale) for r in responses.values() if r.locale != ENGLISH}
+    answered = {r.locale for r in responses.values()}
+    silent = [c for c in configured_locales(info) if c not in answered and c != ENGLISH]
+    if silent:
+        # A locale with no response (every translation rejected) is asked in the sets English was.
+        english_sets = {r.set for r in responses.values() if r.locale == ENGLISH}
+        run_sets = english_sets or {r.set for r in responses.values()} or {
+            str(s) for s in info.get("sets") or [] if isinstance(s, str)
+        }
+        used_pairs |= {(s, c) for s in run_sets for c in silent}
+    translations = _translations_for(store, used_pairs | {(r.set, r.locale) for r in responses.values()})
     names = model_names(responses.values(), info)
 
     by_response: dict[str, list[Verdict]] = {}
@@ -435,7 +466,6 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
 
     # Rejected translations never reach generation, so acceptance is counted over every
     # translation of the prompts the run asked (in English, when it has an English baseline).
-    used_pairs = {(r.set, r.locale) for r in responses.values() if r.locale != ENGLISH}
     english_ids = {(base_of(r.set), base_of(r.prompt_id)) for r in responses.values() if r.locale == ENGLISH}
     trows = [
         {
@@ -445,11 +475,15 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
             "accepted": bool(t.accepted),
             "roundtrip_chrf": _roundtrip(t),
             "quality": t.quality,
+            "failed_gates": [g.name for g in t.gates if not g.passed],
         }
         for k, t in translations.items()
         if (k[0], k[1]) in used_pairs and (not english_ids or (base_of(k[0]), base_of(k[2])) in english_ids)
     ]
     tframe = pl.DataFrame(trows, schema=TRANSLATION_SCHEMA) if trows else pl.DataFrame(schema=TRANSLATION_SCHEMA)
+    for code in [*configured_locales(info), *sorted(answered)]:
+        if code not in resource_cache:
+            resource_cache[code] = resource_of(code, resources)
     return RunData(
         run_dir=run_dir,
         info=info,
@@ -460,4 +494,5 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         primary_judge=primary,
         judges=judges,
         n_stale_responses=stale,
+        locales=resource_cache,
     )

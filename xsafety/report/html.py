@@ -21,7 +21,11 @@ import polars as pl
 from xsafety.report.frame import ENGLISH
 from xsafety.report.markdown import (
     NO_HARM_NOTE,
+    accepted_text,
+    focus_metric,
     gap_text,
+    measured,
+    no_numbers_reason,
     num,
     pct,
     pval,
@@ -30,6 +34,7 @@ from xsafety.report.markdown import (
     summary_rows,
     variants_file,
 )
+from xsafety.report.plots import HEATMAPS
 
 if TYPE_CHECKING:
     from xsafety.report.build import ReportData
@@ -69,6 +74,7 @@ th, td { border: 1px solid #d8dce6; padding: .25rem .5rem; text-align: right; }
 th { background: #eef1f7; cursor: pointer; user-select: none; }
 th[data-dir=asc]::after { content: ' \\25B2'; } th[data-dir=desc]::after { content: ' \\25BC'; }
 td.t, th.t { text-align: left; }
+td { white-space: nowrap; } td.t { white-space: normal; }
 tr:nth-child(even) td { background: #fafbfd; }
 .weak { color: #a4461b; } .ok { color: #2d7a3a; } .small { color: #8a6d00; }
 .pos { color: #b3261e; font-weight: 600; } .neg { color: #1d5fa8; }
@@ -121,12 +127,12 @@ SUMMARY: list[Column] = [
     ("locale", "locale", None, "t"),
     ("resource", "resource", None, "t"),
     ("n", "n", None, ""),
-    ("unsafe", "unsafe_rate", pct, ""),
+    ("unsafe", "_unsafe", None, ""),
     ("refusal", "refusal_rate", pct, ""),
-    ("failure", "fail_rate", pct, ""),
-    ("safety score", "safety_score", pct, ""),
+    ("failure", "_fail", None, ""),
+    ("safety score", "_safety", None, ""),
     ("unsafe gap pp [95% CI]", "_unsafe_gap", None, ""),
-    ("p", "unsafe_p", pval, ""),
+    ("p", "_unsafe_p", None, ""),
     ("refusal gap pp [95% CI]", "_refusal_gap", None, ""),
     ("p ", "refusal_p", pval, ""),
     ("acceptance", "acceptance", pct, ""),
@@ -186,6 +192,22 @@ def _examples(data: "ReportData", locale: str) -> str:
     return "".join(parts)
 
 
+def _rejections(data: "ReportData", locale: str) -> str:
+    """The locale's rejected translations per quality gate, as a table ("" when none)."""
+    gates = data.tables.get("rejections")
+    if gates is None:
+        return ""
+    rows = gates.filter(pl.col("locale") == locale).to_dicts()
+    if not rows:
+        return ""
+    for r in rows:
+        r["_share"] = r["n_rejected"] / r["n_translations"] if r["n_translations"] else None
+    return table_html(
+        rows,
+        [("gate", "gate", None, "t"), ("rejected", "n_rejected", None, ""), ("of translations", "_share", pct, "")],
+    )
+
+
 def render_index(data: "ReportData", images: dict[str, Path], variants: str | None = None) -> str:
     """The whole ``index.html`` as a string (``variants``: the variant-effects page to link, if any)."""
     t = data.tables
@@ -194,9 +216,10 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
         f"script-src {script_hash()}; base-uri 'none'; form-action 'none'"
     )
-    srows = summary_rows(t["summary"])
+    srows = summary_rows(t["summary"], harm=data.harm_judged, failure=data.failure_judged)
     for r in srows:
         r["_sort__unsafe_gap"] = r.get("unsafe_gap_pp")
+        r["_sort__unsafe_p"] = r.get("unsafe_p")
         r["_sort__refusal_gap"] = r.get("refusal_gap_pp")
     locales = [r["locale"] for r in srows]
     nav = " ".join(f'<a href="#loc-{escape(safe_name(loc))}">{escape(loc)}</a>' for loc in locales)
@@ -214,7 +237,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         + (f"; {run.n_stale_responses} from earlier configs left out" if run.n_stale_responses else "")
         + f") &middot; primary judge <code>{escape(run.primary_judge or 'none')}</code> "
         f"(native) &middot; policy <b>{escape(data.policy.name)}</b>: {escape(data.policy.description)}</p>",
-        (f'<p class="weak"><b>{escape(NO_HARM_NOTE)}</b></p>' if not run.harm_judged() else ""),
+        (f'<p class="weak"><b>{escape(NO_HARM_NOTE)}</b></p>' if not data.harm_judged else ""),
         '<p class="meta">Gaps are locale minus English in percentage points over paired prompts, with 95% '
         "paired-bootstrap CIs over prompts and exact McNemar p-values. Cells with fewer than "
         f"{data.thresholds.min_pairs} pairs are marked small. Click a column header to sort.</p>",
@@ -235,21 +258,36 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         if "gaps_resource" in t
         else "",
         "<h2>Heatmaps</h2>",
-        _image(images.get("unsafe"), "unsafe rate by locale and ALERT macro category"),
-        _image(images.get("gap"), "unsafe gap to English by locale and ALERT macro category"),
+        *(_image(images.get(name), alt) for name, (_, alt) in HEATMAPS.items()),
     ]
     trust_rows = {r["locale"]: r for r in t["trust"].to_dicts()}
+    counts = {r["locale"]: r["n"] for r in srows}
+    focus = focus_metric(data)
     for loc in locales:
         out.append(f'<h2 id="loc-{escape(safe_name(loc))}">{escape(loc)}</h2>')
         tr = trust_rows.get(loc)
         if tr:
+            agree = (
+                f"native vs back-translated verdicts agree {escape(pct(tr['agreement']))} "
+                f"(kappa {escape(num(tr['kappa'], 2))}, n={tr['n_both_modes']}); "
+                if tr["n_both_modes"]
+                else ""
+            )
             out.append(
                 '<p class="meta">'
-                f"translations accepted {escape(pct(tr['acceptance']))}, mean round-trip chrF "
-                f"{escape(num(tr['roundtrip_chrf']))}; native vs back-translated verdicts agree "
-                f"{escape(pct(tr['agreement']))} (kappa {escape(num(tr['kappa'], 2))}, n={tr['n_both_modes']}); "
+                f"translations accepted {escape(accepted_text(tr))}, mean round-trip chrF "
+                f"{escape(num(tr['roundtrip_chrf']))}; {agree}"
                 f"trust: {escape('baseline' if loc == ENGLISH else tr['trust'])}</p>"
             )
+        rejected = _rejections(data, loc)
+        if not counts.get(loc):
+            out.append(
+                f'<p class="weak"><b>No numbers for {escape(loc)}</b> (n = 0): {escape(no_numbers_reason(data, loc))}</p>'
+            )
+            if rejected:
+                out.append("<p class=\"meta\">Translations rejected, by quality gate (a translation can fail several):</p>")
+                out.append(rejected)
+            continue
         if loc != ENGLISH:
             mine = t["gaps_locale"].filter((pl.col("locale") == loc) & pl.col("metric").is_in(shown_metrics(data)))
             out.append(table_html(_gap_rows(mine), gap_columns()))
@@ -257,10 +295,10 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
                 key = f"gaps_locale_{name}"
                 if key not in t:
                     continue
-                part = t[key].filter((pl.col("locale") == loc) & (pl.col("metric") == "unsafe"))
+                part = t[key].filter((pl.col("locale") == loc) & (pl.col("metric") == focus))
                 if part.is_empty() or (name != "macro" and part.get_column(col).n_unique() < 2):
                     continue
-                out.append(f"<details><summary>Unsafe gap by {escape(name)}</summary>")
+                out.append(f"<details><summary>{escape(focus.capitalize())} gap by {escape(name)}</summary>")
                 out.append(table_html(_gap_rows(part), gap_columns([(name, col, None, "t")])))
                 out.append("</details>")
         micro = t.get("rates_locale_micro")
@@ -268,20 +306,28 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
             out.append("<details><summary>Rates by ALERT micro category</summary>")
             out.append(
                 table_html(
-                    micro.filter(pl.col("locale") == loc).sort("unsafe_rate", descending=True).to_dicts(),
+                    # Weakest first: most unsafe, or least refused when harm is not judged.
+                    micro.filter(pl.col("locale") == loc)
+                    .sort(f"{focus}_rate", descending=focus == "unsafe")
+                    .to_dicts(),
                     [
                         ("category", "category", None, "t"),
                         ("macro", "macro", None, "t"),
                         ("n", "n", None, ""),
-                        ("unsafe", "unsafe_rate", pct, ""),
+                        ("unsafe", "unsafe_rate", measured(pct, data.harm_judged), ""),
                         ("refusal", "refusal_rate", pct, ""),
-                        ("safe", "safe_rate", pct, ""),
-                        ("failure", "fail_rate", pct, ""),
+                        ("safe", "safe_rate", measured(pct, data.harm_judged), ""),
+                        ("failure", "fail_rate", measured(pct, data.failure_judged), ""),
                     ],
                 )
             )
             out.append("</details>")
-        out.append("<details><summary>Example responses (failures first)</summary>")
+        if rejected:
+            out.append("<details><summary>Translations rejected, by quality gate</summary>")
+            out.append(rejected)
+            out.append("</details>")
+        order = " (failures first)" if data.failure_judged else ""
+        out.append(f"<details><summary>Example responses{order}</summary>")
         out.append(_examples(data, loc))
         out.append("</details>")
     out.append(f"<script>{SORT_SCRIPT}</script>")

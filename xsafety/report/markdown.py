@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from xsafety.report.aggregate import NOT_MEASURED
 from xsafety.report.aggregate import __doc__ as DEFINITIONS
 from xsafety.report.frame import ENGLISH
 
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
 Fmt = Callable[[Any], str]
 EXAMPLES_PER_LOCALE = 10
 NO_HARM_NOTE = (
-    "The primary judge does not judge harm (it detects refusals only): unsafe rates and gaps are "
-    "not a harm measurement here; read the refusal columns, or judge with a guard model."
+    "The primary judge does not judge harm (it detects refusals only): unsafe, safe, failure and "
+    f"safety-score figures are not measured ({NOT_MEASURED}); read the refusal columns and maps, or "
+    "judge with a guard model."
 )
 WORST_CATEGORIES = 5
 
@@ -46,6 +48,17 @@ def gap_text(gap: Any, lo: Any, hi: Any) -> str:
     if gap is None or (isinstance(gap, float) and math.isnan(gap)):
         return "-"
     return f"{gap:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def measured(fmt: Fmt, is_measured: bool) -> Fmt:
+    """``fmt``, or a formatter that says ``n/m`` for a figure the primary judge does not measure."""
+    return fmt if is_measured else (lambda _: NOT_MEASURED)
+
+
+def accepted_text(row: dict[str, Any]) -> str:
+    """``98.0% (144/147)``: acceptance with the counts it rests on."""
+    n = row.get("n_translations") or 0
+    return f"{pct(row.get('acceptance'))} ({row.get('n_accepted') or 0}/{n})" if n else "-"
 
 
 def _cell(value: Any) -> str:
@@ -112,12 +125,12 @@ SUMMARY_COLUMNS: list[tuple[str, str, Fmt | None]] = [
     ("locale", "locale", None),
     ("resource", "resource", None),
     ("n", "n", None),
-    ("unsafe", "unsafe_rate", pct),
+    ("unsafe", "_unsafe", None),
     ("refusal", "refusal_rate", pct),
-    ("failure", "fail_rate", pct),
-    ("safety score", "safety_score", pct),
+    ("failure", "_fail", None),
+    ("safety score", "_safety", None),
     ("unsafe gap (pp) [CI]", "_unsafe_gap", None),
-    ("p", "unsafe_p", pval),
+    ("p", "_unsafe_p", None),
     ("refusal gap (pp) [CI]", "_refusal_gap", None),
     ("p ", "refusal_p", pval),
     ("acceptance", "acceptance", pct),
@@ -126,14 +139,27 @@ SUMMARY_COLUMNS: list[tuple[str, str, Fmt | None]] = [
 ]
 
 
-def summary_rows(summary: pl.DataFrame) -> list[dict[str, Any]]:
-    """Summary rows with their gap cells pre-formatted."""
+def summary_rows(summary: pl.DataFrame, *, harm: bool = True, failure: bool = True) -> list[dict[str, Any]]:
+    """Summary rows with their harm-dependent and gap cells pre-formatted (``_unsafe``, ...).
+
+    ``harm``/``failure`` False: those figures read ``n/m`` (not measured), except on a locale with
+    no judged response, where every figure is ``-``.
+    """
     rows = summary.to_dicts()
     for r in rows:
+        nothing = not r.get("n")
+        known = {"unsafe": harm, "refusal": True, "fail": failure}
         for m in ("unsafe", "refusal", "fail"):
             r[f"_{m}_gap"] = gap_text(r.get(f"{m}_gap_pp"), r.get(f"{m}_ci_low_pp"), r.get(f"{m}_ci_high_pp"))
-            if r.get(f"{m}_small"):
+            r[f"_{m}_p"] = pval(r.get(f"{m}_p"))
+            if r.get(f"{m}_small") and known[m]:
                 r[f"_{m}_gap"] += " (small)"
+            if not known[m] and not nothing and r["locale"] != ENGLISH:
+                r[f"_{m}_gap"] = r[f"_{m}_p"] = NOT_MEASURED
+        for key, col, ok in (("_unsafe", "unsafe_rate", harm), ("_fail", "fail_rate", failure),
+                             ("_safety", "safety_score", harm)):
+            r[key] = pct(r.get(col)) if ok or nothing else NOT_MEASURED
+            r["_sort_" + key] = r.get(col)
         if r["locale"] == ENGLISH:
             r["trust"] = "baseline"
     return rows
@@ -148,10 +174,32 @@ def pivot_macro(rates: pl.DataFrame, value: str = "unsafe_rate") -> tuple[list[s
 
 
 def shown_metrics(data: "ReportData") -> list[str]:
-    """Gap metrics worth a row: ``fail`` only when the policy makes it differ from ``unsafe``."""
+    """Gap metrics worth a row: ``fail`` only when the policy makes it differ from ``unsafe``, and
+    neither when the primary judge does not measure it (its rows would be all null)."""
     from xsafety.report.build import policy_changes_failure
 
-    return ["unsafe", "refusal", "fail"] if policy_changes_failure(data.policy) else ["unsafe", "refusal"]
+    metrics = ["unsafe"] if data.harm_judged else []
+    metrics.append("refusal")
+    if policy_changes_failure(data.policy) and data.failure_judged:
+        metrics.append("fail")
+    return metrics
+
+
+def focus_metric(data: "ReportData") -> str:
+    """The metric breakdowns (by macro, attack, ...) show: unsafe, or refusal when harm is not judged."""
+    return "unsafe" if data.harm_judged else "refusal"
+
+
+def report_locales(data: "ReportData") -> list[str]:
+    """Every locale of the report, English first: the rows of the summary table."""
+    return data.summary.get_column("locale").to_list()
+
+
+def image_links(images: dict[str, Path]) -> str:
+    """Markdown image links to the heatmaps written, in their fixed order."""
+    from xsafety.report.plots import HEATMAPS
+
+    return "\n".join(f"![{HEATMAPS[name][1]}]({HEATMAPS[name][0]})\n" for name in HEATMAPS if name in images)
 
 
 VARIANTS_FILE = "variants.md"
@@ -173,22 +221,31 @@ def variants_file(data: "ReportData", out: Path) -> str | None:
     return VARIANTS_FILE if own_folder and isinstance(data.run.info.get("base_variant"), str) else None
 
 
-def write_summary(data: "ReportData", out: Path) -> Path:
-    """``summary.md``: the per-locale table, resource-group gaps and the locale x macro grid."""
+def write_summary(data: "ReportData", out: Path, images: dict[str, Path] | None = None) -> Path:
+    """``summary.md``: the per-locale table, resource-group gaps, the locale x macro grid, heatmaps."""
     t = data.tables
     parts = [header(data, "xsafety report: summary")]
     parts.append("## Per locale\n")
-    parts.append(md_table(summary_rows(t["summary"]), SUMMARY_COLUMNS))
+    parts.append(md_table(summary_rows(t["summary"], harm=data.harm_judged, failure=data.failure_judged), SUMMARY_COLUMNS))
     parts.append("\n## Gaps by resource level (pooled pairs, bootstrap over prompts)\n")
     resource_gaps = t["gaps_resource"].filter(pl.col("metric").is_in(shown_metrics(data)))
     parts.append(md_table(_with_gap(resource_gaps.to_dicts()), gap_columns([("resource", "resource", None)])))
-    locales, macros, cells = pivot_macro(t["rates_locale_macro"])
-    parts.append("\n## Unsafe rate by locale x ALERT macro category\n")
+    focus = focus_metric(data)
+    locales, macros, cells = pivot_macro(t["rates_locale_macro"], f"{focus}_rate")
+    parts.append(f"\n## {focus.capitalize()} rate by locale x ALERT macro category\n")
     grid = [{"locale": loc, **{m: pct(cells.get((loc, m))) for m in macros}} for loc in locales]
     parts.append(md_table(grid, [("locale", "locale", None), *[(m, m, None) for m in macros]]))
-    parts.append("\n![unsafe rate heatmap](heatmap_unsafe.png)\n\n![gap heatmap](heatmap_gap.png)\n")
+    if images:
+        parts.append("\n## Heatmaps\n\n" + image_links(images))
     parts.append("\n## Locales\n")
-    parts.extend(f"- [{loc}]({loc}.md)\n" for loc in locales)
+    trust = {r["locale"]: r["trust"] for r in t["trust"].to_dicts()}
+    rows = {r["locale"]: r for r in t["summary"].to_dicts()}
+    links = []
+    for loc in report_locales(data):
+        # A locale with nothing scored says why right in the list.
+        note = f" - n=0, {trust.get(loc, '')}" if not rows[loc]["n"] else ""
+        links.append(f"- [{loc}]({safe_name(loc)}.md){note}\n")
+    parts.append("".join(links))
     variants = variants_file(data, out)
     if variants:
         parts.append(f"\n## Variants\n\nEffect of each variant against the base variant: [{variants}]({variants})\n")
@@ -199,26 +256,59 @@ def write_summary(data: "ReportData", out: Path) -> Path:
 
 
 def write_locale(data: "ReportData", out: Path, locale: str) -> Path:
-    """``<locale>.md``: rates, gaps with CI and p, worst categories, example prompt ids, trust."""
-    t = data.tables
+    """``<locale>.md``: rates, gaps with CI and p, worst categories, example prompt ids, trust.
+
+    A locale with no judged response gets a page that says why it has no numbers instead.
+    """
     parts = [header(data, f"xsafety report: {locale}")]
-    rates = t["rates_locale"].filter(pl.col("locale") == locale).to_dicts()
-    parts.append("## Rates\n")
+    rates = data.tables["rates_locale"].filter(pl.col("locale") == locale).to_dicts()
+    if not rates:
+        parts.append(no_numbers(data, locale))
+    else:
+        parts += _locale_figures(data, locale, rates)
+    trust = data.tables["trust"].filter(pl.col("locale") == locale).to_dicts()
+    parts.append("\n## Translation and judge trust\n")
+    parts.append(
+        md_table(
+            [r | {"_accepted": accepted_text(r)} for r in trust],
+            [
+                ("translations", "n_translations", None),
+                ("accepted", "_accepted", None),
+                ("round-trip chrF", "roundtrip_chrf", num),
+                ("judged in both modes", "n_both_modes", None),
+                ("agreement native/back", "agreement", pct),
+                ("kappa", "kappa", lambda x: num(x, 2)),
+                ("trust", "trust", None),
+            ],
+        )
+    )
+    if locale != ENGLISH and rates:
+        parts.append(_rejection_table(data, locale))
+    path = out / f"{safe_name(locale)}.md"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def _locale_figures(data: "ReportData", locale: str, rates: list[dict[str, Any]]) -> list[str]:
+    t = data.tables
+    harm, failure = data.harm_judged, data.failure_judged
+    parts = ["## Rates\n"]
     parts.append(
         md_table(
             [r | {"_ci": f"{pct(r['unsafe_ci_low'])} - {pct(r['unsafe_ci_high'])}"} for r in rates],
             [
                 ("n", "n", None),
                 ("refusal", "refusal_rate", pct),
-                ("safe", "safe_rate", pct),
-                ("unsafe", "unsafe_rate", pct),
-                ("unsafe 95% CI (Wilson)", "_ci", None),
+                ("safe", "safe_rate", measured(pct, harm)),
+                ("unsafe", "unsafe_rate", measured(pct, harm)),
+                ("unsafe 95% CI (Wilson)", "_ci", measured(str, harm)),
                 ("invalid", "invalid_rate", pct),
-                ("failure", "fail_rate", pct),
-                ("safety score", "safety_score", pct),
+                ("failure", "fail_rate", measured(pct, failure)),
+                ("safety score", "safety_score", measured(pct, harm)),
             ],
         )
     )
+    focus = focus_metric(data)
     if locale != ENGLISH:
         parts.append(f"\n## Gap to English (locale - {ENGLISH})\n")
         g = _with_gap(
@@ -232,65 +322,99 @@ def write_locale(data: "ReportData", out: Path, locale: str) -> Path:
             if key not in t:
                 continue
             rows = _with_gap(
-                t[key].filter((pl.col("locale") == locale) & (pl.col("metric") == "unsafe")).to_dicts()
+                t[key].filter((pl.col("locale") == locale) & (pl.col("metric") == focus)).to_dicts()
             )
             if len({r[col] for r in rows}) > 1 or name == "macro":
-                parts.append(f"\n### Unsafe gap by {name}\n")
+                parts.append(f"\n### {focus.capitalize()} gap by {name}\n")
                 parts.append(md_table(rows, gap_columns([(name, col, None)])))
     micro = t.get("rates_locale_micro")
     if micro is not None:
-        worst = (
-            micro.filter(pl.col("locale") == locale)
-            .sort(["unsafe_rate", "n"], descending=[True, True])
-            .head(WORST_CATEGORIES)
-            .to_dicts()
-        )
-        parts.append("\n## Worst categories (unsafe rate)\n")
+        mine = micro.filter(pl.col("locale") == locale)
+        if harm:
+            title = "Worst categories (unsafe rate)"
+            worst = mine.sort(["unsafe_rate", "n"], descending=[True, True])
+            shown = [("unsafe", "unsafe_rate", pct), ("refusal", "refusal_rate", pct)]
+        else:
+            # Without a harm judgement the weakest categories are the least refused ones.
+            title = "Least-refused categories (refusal rate, lowest first)"
+            worst = mine.sort(["refusal_rate", "n"], descending=[False, True])
+            shown = [("refusal", "refusal_rate", pct)]
+        parts.append(f"\n## {title}\n")
         parts.append(
             md_table(
-                worst,
-                [
-                    ("category", "category", None),
-                    ("macro", "macro", None),
-                    ("n", "n", None),
-                    ("unsafe", "unsafe_rate", pct),
-                    ("refusal", "refusal_rate", pct),
-                ],
+                worst.head(WORST_CATEGORIES).to_dicts(),
+                [("category", "category", None), ("macro", "macro", None), ("n", "n", None), *shown],
             )
         )
-    examples = (
-        data.primary.filter((pl.col("locale") == locale) & (pl.col("fail") == 1))
-        .sort("w", "prompt_id", descending=[True, False])
-        .head(EXAMPLES_PER_LOCALE)
-        .to_dicts()
-    )
     parts.append("\n## Example failures (prompt ids)\n")
-    parts.append(
-        md_table(
-            examples,
-            [("prompt", "prompt_id", None), ("category", "category", None), ("attack", "attack", None),
-             ("variant", "variant", None), ("label", "label", None)],
+    if not failure:
+        parts.append(f"_{NOT_MEASURED}: the primary judge does not judge harm, so no response is a failure._\n")
+    else:
+        examples = (
+            data.primary.filter((pl.col("locale") == locale) & (pl.col("fail") == 1))
+            .sort("w", "prompt_id", descending=[True, False])
+            .head(EXAMPLES_PER_LOCALE)
+            .to_dicts()
         )
-    )
-    trust = data.tables["trust"].filter(pl.col("locale") == locale).to_dicts()
-    parts.append("\n## Translation and judge trust\n")
-    parts.append(
-        md_table(
-            trust,
-            [
-                ("translations", "n_translations", None),
-                ("accepted", "acceptance", pct),
-                ("round-trip chrF", "roundtrip_chrf", num),
-                ("judged in both modes", "n_both_modes", None),
-                ("agreement native/back", "agreement", pct),
-                ("kappa", "kappa", lambda x: num(x, 2)),
-                ("trust", "trust", None),
-            ],
+        parts.append(
+            md_table(
+                examples,
+                [("prompt", "prompt_id", None), ("category", "category", None), ("attack", "attack", None),
+                 ("variant", "variant", None), ("label", "label", None)],
+            )
         )
+    return parts
+
+
+def no_numbers_reason(data: "ReportData", locale: str) -> str:
+    """Why a locale has no judged response, in one sentence (for its page and index.html)."""
+    rows = data.tables["trust"].filter(pl.col("locale") == locale).to_dicts()
+    tr = rows[0] if rows else {}
+    n_tr, n_acc = tr.get("n_translations") or 0, tr.get("n_accepted") or 0
+    if n_tr and not n_acc:
+        return (
+            f"all {n_tr} translations of the run's prompts into {locale} were rejected by the translation "
+            f"quality gates (0/{n_tr} accepted), so no prompt was sent to the model in {locale}. Scoring "
+            "answers to rejected translations would measure the translation engine, not the model."
+        )
+    if not n_tr:
+        return f"the run holds no translation of its prompts into {locale}, so nothing was asked in {locale}."
+    return (
+        f"{n_acc} of {n_tr} translations into {locale} were accepted, but no response to them has a "
+        "verdict of the primary judge (generation failed or judging has not run)."
     )
-    path = out / f"{safe_name(locale)}.md"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+
+
+def no_numbers(data: "ReportData", locale: str) -> str:
+    """The body of the page of a locale with nothing scored: why, which gates, what to do."""
+    parts = [
+        f"## No numbers for {locale}\n",
+        f"n = 0: {no_numbers_reason(data, locale)} This locale therefore has no rates and no gap to "
+        "English; it is listed so that its absence is not mistaken for a result.\n",
+    ]
+    gates = data.tables.get("rejections")
+    if gates is not None and not gates.filter(pl.col("locale") == locale).is_empty():
+        parts.append(_rejection_table(data, locale))
+        parts.append(
+            f"\nTo get numbers for {locale}, translate it with another engine (`[translation] engines` in a "
+            "run config, or `xsafety translate --engine`) or use human reference translations (engine "
+            "`reference`); loosening the gates would score answers to prompts they found mistranslated.\n"
+        )
+    return "\n".join(parts)
+
+
+def _rejection_table(data: "ReportData", locale: str) -> str:
+    gates = data.tables.get("rejections")
+    if gates is None:
+        return ""
+    rows = gates.filter(pl.col("locale") == locale).to_dicts()
+    if not rows:
+        return ""
+    for r in rows:
+        r["_share"] = pct(r["n_rejected"] / r["n_translations"]) if r["n_translations"] else "-"
+    return "\n### Translations rejected, by quality gate (a translation can fail several)\n\n" + md_table(
+        rows, [("gate", "gate", None), ("rejected", "n_rejected", None), ("of translations", "_share", None)]
+    )
 
 
 def safe_name(locale: str) -> str:
@@ -298,9 +422,9 @@ def safe_name(locale: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in locale) or "_"
 
 
-def write_markdown(data: "ReportData", out: Path) -> list[Path]:
-    """Write ``summary.md`` and every ``<locale>.md``."""
-    paths = [write_summary(data, out)]
-    for loc in data.tables["summary"].get_column("locale").to_list():
+def write_markdown(data: "ReportData", out: Path, images: dict[str, Path] | None = None) -> list[Path]:
+    """Write ``summary.md`` (linking the heatmaps in ``images``) and every ``<locale>.md``."""
+    paths = [write_summary(data, out, images)]
+    for loc in report_locales(data):
         paths.append(write_locale(data, out, loc))
     return paths

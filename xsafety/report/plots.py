@@ -1,4 +1,9 @@
-"""Heatmaps (matplotlib, Agg backend): locale x ALERT macro unsafe rate, and its gap to English."""
+"""Heatmaps (matplotlib, Agg backend): locale x ALERT macro rates and their gaps to English.
+
+Refusal rate and refusal gap are always drawn; unsafe rate and unsafe gap only when the primary
+judge judges harm (a refusal-only judge would draw all-zero maps that read like a finding). In
+every map red means less safe: more unsafe, or fewer refusals than in English.
+"""
 
 from __future__ import annotations
 
@@ -74,31 +79,69 @@ def heatmap(
     return path
 
 
+# name -> (file, alt text): every heatmap a report can hold, in the order it is shown.
+HEATMAPS: dict[str, tuple[str, str]] = {
+    "unsafe": ("heatmap_unsafe.png", "unsafe rate by locale and ALERT macro category"),
+    "unsafe_gap": ("heatmap_unsafe_gap.png", "unsafe gap to English by locale and ALERT macro category"),
+    "refusal": ("heatmap_refusal.png", "refusal rate by locale and ALERT macro category"),
+    "refusal_gap": ("heatmap_refusal_gap.png", "refusal gap to English by locale and ALERT macro category"),
+}
+# Written by earlier versions; removed so that a rebuilt folder shows no stale map.
+LEGACY_FILES = ("heatmap_gap.png",)
+
+
+def _row_labels(locales: list[str], present: set[str]) -> list[str]:
+    # A locale with no judged response is drawn as a grey row, labelled so it is not read as a gap.
+    return [c if c in present else f"{c} (n=0)" for c in locales]
+
+
 def write_heatmaps(data: "ReportData", out: Path) -> dict[str, Path]:
-    """Write ``heatmap_unsafe.png`` and ``heatmap_gap.png``; returns name -> path of those written."""
-    t = data.tables
-    rates = t["rates_locale_macro"]
+    """Write the heatmaps the primary judge supports; returns name (a key of ``HEATMAPS``) -> path.
+
+    Maps of an earlier build of this folder that this one does not draw are removed.
+    """
+    rates = data.tables.get("rates_locale_macro")
     images: dict[str, Path] = {}
-    if rates.is_empty():
-        return images
-    locales = sorted(set(rates.get_column("locale").to_list()), key=lambda c: (c != ENGLISH, c))
+    if rates is not None and not rates.is_empty():
+        images = _draw(data, rates, out)
+    for name, (file, _) in HEATMAPS.items():
+        if name not in images:
+            (out / file).unlink(missing_ok=True)
+    for file in LEGACY_FILES:
+        (out / file).unlink(missing_ok=True)
+    return images
+
+
+def _draw(data: "ReportData", rates: pl.DataFrame, out: Path) -> dict[str, Path]:
+    present = set(rates.get_column("locale").to_list())
+    locales = sorted(present | set(data.summary.get_column("locale").to_list()), key=lambda c: (c != ENGLISH, c))
     macros = sorted(set(rates.get_column("macro").to_list()))
-    grid = 100 * _grid(rates, "unsafe_rate", locales, macros)
-    images["unsafe"] = heatmap(
-        grid, locales, macros, out / "heatmap_unsafe.png",
-        title=f"Unsafe rate (%) by locale and ALERT category - policy {data.policy.name}",
-        cmap="Reds", vmin=0.0, vmax=100.0, fmt="{:.0f}", colorbar="unsafe %",
-    )
-    gaps: pl.DataFrame = t["gaps_locale_macro"].filter(pl.col("metric") == "unsafe")
-    if not gaps.is_empty():
+    metrics = (["unsafe"] if data.harm_judged else []) + ["refusal"]
+    images: dict[str, Path] = {}
+    for metric in metrics:
+        images[metric] = heatmap(
+            100 * _grid(rates, f"{metric}_rate", locales, macros), _row_labels(locales, present), macros,
+            out / HEATMAPS[metric][0],
+            title=f"{metric.capitalize()} rate (%) by locale and ALERT category - policy {data.policy.name}",
+            cmap="Reds" if metric == "unsafe" else "Blues", vmin=0.0, vmax=100.0, fmt="{:.0f}",
+            colorbar=f"{metric} %",
+        )
+        gaps = data.tables.get("gaps_locale_macro", pl.DataFrame(schema={"metric": pl.Utf8}))
+        gaps = gaps.filter(pl.col("metric") == metric)
+        if gaps.is_empty():
+            continue
         glocales = [c for c in locales if c != ENGLISH]
         ggrid = _grid(gaps, "gap_pp", glocales, macros)
         small = _grid(gaps.with_columns(pl.col("small").cast(pl.Float64)), "small", glocales, macros) == 1.0
         bound = float(np.nanmax(np.abs(ggrid))) if np.isfinite(ggrid).any() else 1.0
         bound = max(bound, 5.0)
-        images["gap"] = heatmap(
-            ggrid, glocales, macros, out / "heatmap_gap.png",
-            title=f"Unsafe gap to English (points; * = fewer than {data.thresholds.min_pairs} pairs)",
-            cmap="RdBu_r", vmin=-bound, vmax=bound, fmt="{:+.0f}", colorbar="locale - en (pp)", small=small,
+        images[f"{metric}_gap"] = heatmap(
+            ggrid, _row_labels(glocales, present), macros, out / HEATMAPS[f"{metric}_gap"][0],
+            title=f"{metric.capitalize()} gap to English (points; * = fewer than {data.thresholds.min_pairs} pairs)",
+            # Red is less safe: more unsafe answers, or fewer refusals, than in English.
+            cmap="RdBu_r" if metric == "unsafe" else "RdBu", vmin=-bound, vmax=bound, fmt="{:+.0f}",
+            colorbar="locale - en (pp); red = " + ("more unsafe" if metric == "unsafe" else "fewer refusals"),
+            small=small,
         )
     return images
+

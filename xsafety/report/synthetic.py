@@ -48,6 +48,8 @@ class Outcome:
     text: str = ""
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Verdict meta in both modes, e.g. {"harm_judged": False} as a refusal-only judge writes it.
+    verdict_meta: dict[str, Any] = field(default_factory=dict)
 
 
 def write_run(
@@ -88,10 +90,11 @@ def write_run(
         if o.error:
             continue
         verdicts.append(Verdict(key=stable_hash(key, judge, "native"), response_key=key, judge=judge,
-                                mode="native", label=o.label))
+                                mode="native", label=o.label, meta=dict(o.verdict_meta)))
         if o.back_label is not None:
             verdicts.append(Verdict(key=stable_hash(key, judge, "back-translated"), response_key=key,
-                                    judge=judge, mode="back-translated", label=o.back_label))
+                                    judge=judge, mode="back-translated", label=o.back_label,
+                                    meta=dict(o.verdict_meta)))
     store.table(Response).append(responses)
     store.table(Verdict).append(verdicts)
     (root / "run.json").write_text(json.dumps(info or {"judges": [judge.split("|", 1)[0]]}, indent=2), encoding="utf-8")
