@@ -293,3 +293,17 @@ def test_variant_effect_is_the_paired_difference_per_locale_and_pooled() -> None
     assert unsafe["en"]["ci_high_pp"] < 0 and unsafe["en"]["small"]
     assert unsafe["es"]["effect_pp"] == 0 and unsafe["es"]["p_value"] == 1.0
     assert unsafe[ALL_LOCALES]["effect_pp"] == pytest.approx(-20.0) and unsafe[ALL_LOCALES]["n_pairs"] == 20
+
+
+def test_dropping_a_locale_rebuilds_the_report_without_it(finished: tuple[Path, Any], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, tiny_llama: Path) -> None:
+    run_dir, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    cfg = write_config(tmp_path / "run.toml", copy, tiny_llama, ["en"])
+    _forbid_loading(monkeypatch)
+    result = run(load_config(cfg))
+    # No record changed, but the config did: the report must not keep showing Spanish.
+    assert result.ok and not result.models_loaded and result.report_rebuilt
+    locales = set(pl.read_csv(copy / "report" / "tables" / "rates_locale.csv")["locale"])
+    assert locales == {"en"}

@@ -51,6 +51,11 @@ from xsafety.store import Store
 log = logging.getLogger(__name__)
 
 RUN_INFO = "run.json"
+# The run.json fields a report depends on (not where the config file or run directory lives).
+REPORT_SETTINGS = (
+    "sets", "limit", "locales", "judges", "primary_judge", "judge_modes", "attacks", "variants",
+    "base_variant", "models", "judge_signatures", "decoding", "policy",
+)
 
 
 @dataclass
@@ -395,10 +400,14 @@ def store_stamp(store: Store, extra: Any) -> str:
 
 
 def _report(config: RunConfig, store: Store, info: dict[str, Any], result: RunResult) -> dict[str, Any]:
-    from xsafety.report import build_report
+    from xsafety.report import REPORT_FORMAT, build_report
 
     report_dir = store.root / "report"
-    stamp = store_stamp(store, [config.policy, config.primary_judge, config.judges])
+    # The resolved settings cover config edits that add no record (a locale or attack dropped);
+    # where the config file or run directory lives does not change the report. REPORT_FORMAT covers
+    # a newer xsafety writing a different report.
+    settings = {k: info.get(k) for k in REPORT_SETTINGS}
+    stamp = store_stamp(store, [settings, REPORT_FORMAT])
     if info.get("report_stamp") == stamp and report_dir.is_dir():
         result.report = report_dir
         return info

@@ -9,4 +9,8 @@ from xsafety.report.build import build_report, compute, summary_table
 from xsafety.report.compare import compare_runs
 from xsafety.report.policy import load_policy
 
-__all__ = ["build_report", "compare_runs", "compute", "load_policy", "summary_table"]
+# Bump when the report's content or layout changes, so finished runs rebuild their report on the
+# next `xsafety run` even though no record changed.
+REPORT_FORMAT = 2
+
+__all__ = ["REPORT_FORMAT", "build_report", "compare_runs", "compute", "load_policy", "summary_table"]
