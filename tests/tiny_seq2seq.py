@@ -20,13 +20,13 @@ NLLB_CODES = ["eng_Latn", "spa_Latn", "swh_Latn", "fra_Latn"]
 MARIAN_TARGET_TOKENS = [">>spa<<", ">>fra<<"]
 
 
-def _train_spm(path: Path, vocab_size: int = 140) -> Path:
-    """A unigram sentencepiece model trained on ``corpus()``; returns the ``.model`` path."""
+def _train_spm(path: Path, vocab_size: int = 140, lines: list[str] | None = None) -> Path:
+    """A unigram sentencepiece model trained on ``lines`` (default ``corpus()``); returns the ``.model`` path."""
     import sentencepiece as spm
 
     path.mkdir(parents=True, exist_ok=True)
     text = path / "corpus.txt"
-    text.write_text("\n".join(corpus()) + "\n", encoding="utf-8")
+    text.write_text("\n".join(lines or corpus()) + "\n", encoding="utf-8")
     prefix = path / "spm"
     spm.SentencePieceTrainer.train(
         input=str(text),
@@ -56,13 +56,16 @@ def build_tiny_marian(
     heads: int = 2,
     seed: int = 0,
     vocab_size: int = 140,
+    lines: list[str] | None = None,
 ) -> Path:
-    """A random Marian model with an opus-mt style tokenizer (and ``>>spa<<``-style target tokens)."""
+    """A random Marian model with an opus-mt style tokenizer (and ``>>spa<<``-style target tokens).
+
+    ``lines`` trains the vocabulary on other text (a benchmark wants real sentence lengths)."""
     import torch
     from transformers import MarianConfig, MarianMTModel, MarianTokenizer
 
     work = path / "_spm"
-    model_file = _train_spm(work, vocab_size)
+    model_file = _train_spm(work, vocab_size, lines)
     path.mkdir(parents=True, exist_ok=True)
     vocab: dict[str, int] = {"</s>": 0, "<unk>": 1}
     for tok in MARIAN_TARGET_TOKENS:
