@@ -163,11 +163,14 @@ def test_cli_generates_reports_counts_and_fails_on_failures(tmp_path: Path) -> N
     run_dir = tmp_path / "run"
     with start_server() as server:
         args = ["generate", "--model", f"openai:fake@{server.url}", "--set", "builtin", "--limit", "3", "--run", str(run_dir)]
-        # "zz" has no translations anywhere: its prompts are skipped with a message.
-        result = runner.invoke(app, [*args, "--locales", "en,zz"])
+        # Swahili is a registered locale with no translations of this set: its prompts are skipped
+        # with a message; an unregistered code is a typo and stops before anything runs.
+        result = runner.invoke(app, [*args, "--locales", "en,sw"])
         assert result.exit_code == 0, result.output
         assert "3 new, 0 cached, 0 failed" in result.output
-        assert "zz: 3 prompt(s) have no accepted translation" in result.output
+        assert "sw: 3 prompt(s) have no accepted translation" in result.output
+        typo = runner.invoke(app, [*args, "--locales", "en,zz"])
+        assert typo.exit_code == 2 and "unknown locale 'zz'" in typo.output
         again = runner.invoke(app, [*args, "--locales", "en"])
         assert "0 new, 3 cached, 0 failed" in again.output
     bad = runner.invoke(app, ["generate", "--model", "llama", "--run", str(run_dir)])

@@ -34,6 +34,10 @@ def generate_command(
         wanted = split_list(locales)
         if not wanted:
             raise InputError("no locales given", field="locales")
+        from xsafety.locales import get_locale
+
+        for code in wanted:
+            get_locale(code)  # an unknown locale is a typo, not "nothing to translate"
         if limit is not None and limit < 1:
             raise InputError("--limit must be at least 1", field="limit")
         parse_spec(model)  # a malformed spec should fail before any prompt is loaded
