@@ -20,10 +20,10 @@ from typing import Any
 
 import polars as pl
 
-from xsafety.report.aggregate import METRICS, Thresholds, primary_frame
+from xsafety.report.aggregate import METRICS, Thresholds, paired_diff, primary_frame
 from xsafety.report.frame import load_run
 from xsafety.report.policy import load_policy
-from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED, paired_bootstrap
+from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
 
 VARIANT_PAIR_KEY = ["model", "base_set", "base_id", "attack", "locale"]
 ALL_LOCALES = "all"
@@ -75,19 +75,10 @@ def variant_effects(
     for frame in (joined, pooled):
         for key, part in sorted(frame.partition_by(groups, as_dict=True).items(), key=lambda kv: str(kv[0])):
             model, attack, locale, variant = key
-            # Cluster on the prompt so that the pooled row does not count one prompt's locales
-            # as independent evidence.
-            clusters = (part.get_column("base_set") + "/" + part.get_column("base_id")).to_numpy()
-            weights = part.get_column("w").to_numpy()
             for metric in METRICS:
-                res = paired_bootstrap(
-                    part.get_column(f"{metric}_base").to_numpy(),
-                    part.get_column(metric).to_numpy(),
-                    clusters,
-                    weights,
-                    n_boot=n_boot,
-                    seed=seed,
-                )
+                # Clustered on the prompt: the pooled row does not count one prompt's locales as
+                # independent evidence.
+                res = paired_diff(part, metric, "_base", n_boot=n_boot, seed=seed)
                 rows.append(
                     {
                         "model": model,

@@ -102,6 +102,24 @@ def paired_frame(primary: pl.DataFrame) -> pl.DataFrame:
     return other.join(en, on=PAIR_KEY, how="inner")
 
 
+def paired_diff(part: pl.DataFrame, metric: str, base_suffix: str, *, n_boot: int, seed: int) -> Any:
+    """Paired bootstrap of ``metric`` against ``metric + base_suffix`` over the rows of ``part``.
+
+    Resampling is clustered on the base prompt (``base_set``/``base_id``) so that one prompt seen
+    in several locales or attacks does not count as independent evidence; rows are weighted by the
+    policy weight ``w``.
+    """
+    clusters = (part.get_column("base_set") + "/" + part.get_column("base_id")).to_numpy()
+    return paired_bootstrap(
+        part.get_column(f"{metric}{base_suffix}").to_numpy(),
+        part.get_column(metric).to_numpy(),
+        clusters,
+        part.get_column("w").to_numpy(),
+        n_boot=n_boot,
+        seed=seed,
+    )
+
+
 def _gap_rows(
     joined: pl.DataFrame,
     group_cols: list[str],
@@ -114,17 +132,8 @@ def _gap_rows(
     if joined.is_empty():
         return rows
     for key, part in sorted(joined.partition_by(group_cols, as_dict=True).items(), key=lambda kv: str(kv[0])):
-        clusters = (part.get_column("base_set") + "/" + part.get_column("base_id")).to_numpy()
-        weights = part.get_column("w").to_numpy()
         for metric in metrics:
-            res = paired_bootstrap(
-                part.get_column(f"{metric}_en").to_numpy(),
-                part.get_column(metric).to_numpy(),
-                clusters,
-                weights,
-                n_boot=n_boot,
-                seed=seed,
-            )
+            res = paired_diff(part, metric, "_en", n_boot=n_boot, seed=seed)
             row: dict[str, Any] = dict(zip(group_cols, key))
             row.update(
                 metric=metric,
