@@ -67,6 +67,24 @@ def test_stage_native_and_back_translated_then_nothing_new(tmp_path: Path, monke
     assert only_native.new == 4
 
 
+def test_a_broken_back_translation_engine_fails_its_items_not_the_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(texts: list[str], locale: str, engine: str | None = None) -> list[str | None]:
+        if locale == "es":
+            raise RuntimeError("apertium died")
+        return [None] * len(texts)
+
+    monkeypatch.setattr("xsafety.translate.back_translate", broken)
+    store = make_run(tmp_path / "run")
+    judge = load_judge("default")
+    summary = judge_run(store, judge)
+    # Every native verdict is stored; the two Spanish back-translated ones fail and are retried later.
+    assert (summary.new, summary.failed) == (4, 2)
+    assert any("apertium died" in e for e in summary.errors)
+    monkeypatch.setattr("xsafety.translate.back_translate", lambda texts, locale, engine=None: [t.upper() for t in texts])
+    retry = judge_run(store, judge)
+    assert (retry.new, retry.cached, retry.failed) == (3, 4, 0)  # es x2 and xx now back-translated
+
+
 def test_stage_keeps_model_failures_apart_and_retries(tmp_path: Path) -> None:
     store = make_run(tmp_path / "run")
     dead = load_judge("wildguard", model="openai:wg@http://127.0.0.1:9/v1", model_options={"max_retries": 0, "timeout_s": 2})

@@ -40,7 +40,8 @@ def judge_command(
             judge_obj.close()
         console.print(
             f"judge {judge}: {summary.new} new, {summary.cached} cached, {summary.failed} failed (retried next run), "
-            f"{summary.unparsable} unparsable, {summary.no_back_translation} without back-translation"
+            f"{summary.unparsable} unparsable, {summary.no_back_translation} without back-translation, "
+            f"{summary.prompt_not_english} judged against a non-English prompt"
         )
         if summary.labels:
             console.print("labels: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items())))

@@ -282,7 +282,14 @@ def _tasks(
 
     english = _EnglishPrompts(store)
     for locale, group in sorted(need_back.items()):
-        backs = back_translate([r.text for r in group], locale, back_engine)
+        try:
+            backs = back_translate([r.text for r in group], locale, back_engine)
+        except Exception as exc:  # an engine that breaks on one locale must not stop the rest
+            log.warning("back-translation into English failed for %s: %s", locale, exc)
+            summary.failed += len(group)
+            if len(summary.errors) < 5:
+                summary.errors.append(f"back-translation {locale}: {exc}")
+            continue
         for response, back in zip(group, backs):
             if back is None:
                 summary.no_back_translation += 1
