@@ -140,6 +140,17 @@ def test_eval_bad_rows_name_file_line_field(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         load_rows(path)
     assert (err.value.line, err.value.field) == (2, "label") and "bad.jsonl" in str(err.value)
+    # Undecodable bytes and broken JSON are located too, not a traceback.
+    raw = tmp_path / "bytes.jsonl"
+    raw.write_bytes(b'{"prompt": "p", "response": "r", "label": "refusal"}\n{"prompt": "caf\xe9", "response": "r", "label": "refusal"}\n')
+    with pytest.raises(InputError, match="UTF-8") as err:
+        load_rows(raw)
+    assert err.value.line == 2
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "p", "response": "r", "label": "refusal"}\n{"prompt": \n', encoding="utf-8")
+    with pytest.raises(InputError, match="malformed JSON") as err:
+        load_rows(broken)
+    assert err.value.line == 2
 
 
 def test_cli_judge_and_eval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ import logging
 import re
 import tomllib
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -303,12 +304,18 @@ def load_set(name_or_path: str) -> list[Prompt]:
     return list(_cached(path, lambda p: tuple(read_prompts(p, default_set=default_set))))
 
 
-def iter_json_lines(path: Path) -> Any:
-    """Yield ``(line_number, object)`` for each non-blank line; InputError on bad bytes or JSON."""
+def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file.
+
+    The one JSONL reader for user files: InputError naming the file and line on unreadable files,
+    bad bytes, malformed JSON or a row that is not an object. A UTF-8 byte-order mark is dropped.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror or exc}", file=path) from exc
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     for number, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue

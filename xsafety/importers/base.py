@@ -18,7 +18,7 @@ from typing import Any
 
 from xsafety.errors import InputError
 from xsafety.records import Prompt, stable_hash
-from xsafety.taxonomy import normalize_alert
+from xsafety.taxonomy import iter_json_lines, normalize_alert
 
 ENGLISH = "en"
 _BCP47 = re.compile(r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$")
@@ -73,16 +73,7 @@ def read_json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if text.lstrip().startswith("["):
         yield from _json_list_rows(path, text)
         return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON: {exc.msg} at column {exc.colno}", file=path, line=number) from exc
-        if not isinstance(row, dict):
-            raise InputError(f"expected a JSON object, got {type(row).__name__}", file=path, line=number)
-        yield number, row
+    yield from iter_json_lines(path)
 
 
 def _json_list_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -14,7 +14,6 @@ Each view per source and per language. A bad row raises ``InputError`` with file
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from xsafety.errors import InputError
+from xsafety.taxonomy import iter_json_lines
 from xsafety.judges.base import Judge, JudgeInput
 
 # Human labels -> the judge's public labels (3-way); not_unsafe has no 3-way label.
@@ -47,30 +47,22 @@ def load_rows(path: str | Path, *, limit: int | None = None, source: str | None 
     if not path.is_file():
         raise InputError("no such file", file=path, field="data")
     rows: list[Row] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not JSON: {exc.msg}", file=path, line=lineno) from None
-            if not isinstance(data, dict):
-                raise InputError("a row must be a JSON object", file=path, line=lineno)
-            for name in ("prompt", "response", "label"):
-                if not isinstance(data.get(name), str):
-                    raise InputError("missing or not a string", file=path, line=lineno, field=name)
-            if data["label"] not in GOLD_LABELS:
-                raise InputError(
-                    f"unknown label {data['label']!r}; expected one of {', '.join(GOLD_LABELS)}",
-                    file=path, line=lineno, field="label",
-                )
-            row = Row(str(data.get("source", "")), str(data.get("lang", "en") or "en"), data["prompt"], data["response"], data["label"])
-            if source and row.source != source:
-                continue
-            rows.append(row)
-            if limit is not None and len(rows) >= limit:
-                break
+    # The shared reader names file and line for bad bytes, malformed JSON and non-object rows.
+    for lineno, data in iter_json_lines(path):
+        for name in ("prompt", "response", "label"):
+            if not isinstance(data.get(name), str):
+                raise InputError("missing or not a string", file=path, line=lineno, field=name)
+        if data["label"] not in GOLD_LABELS:
+            raise InputError(
+                f"unknown label {data['label']!r}; expected one of {', '.join(GOLD_LABELS)}",
+                file=path, line=lineno, field="label",
+            )
+        row = Row(str(data.get("source", "")), str(data.get("lang", "en") or "en"), data["prompt"], data["response"], data["label"])
+        if source and row.source != source:
+            continue
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
     return rows
 
 
