@@ -120,18 +120,6 @@ class RunData:
         return not (unjudged > 0 and unsafe == 0)
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    """The orchestrator's ``run.json`` snapshot, or ``{}`` when the run has none."""
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
-    return data if isinstance(data, dict) else {}
-
-
 def read_cells(run_dir: Path) -> frozenset[str] | None:
     """The response keys the run's current config asks for (``cells.json``), or None without one."""
     path = Path(run_dir) / CELLS_FILE
@@ -378,7 +366,9 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}", file=run_dir)
-    info = read_run_info(run_dir)
+    from xsafety.run import read_info  # the orchestrator owns run.json
+
+    info = read_info(run_dir)
     store = Store(run_dir)
     responses = store.table(Response).load()
     stale = 0
