@@ -29,6 +29,7 @@ from xsafety.report.markdown import (
     num,
     pct,
     pval,
+    rejection_rows,
     safe_name,
     shown_metrics,
     summary_rows,
@@ -194,14 +195,9 @@ def _examples(data: "ReportData", locale: str) -> str:
 
 def _rejections(data: "ReportData", locale: str) -> str:
     """The locale's rejected translations per quality gate, as a table ("" when none)."""
-    gates = data.tables.get("rejections")
-    if gates is None:
-        return ""
-    rows = gates.filter(pl.col("locale") == locale).to_dicts()
+    rows = rejection_rows(data, locale)
     if not rows:
         return ""
-    for r in rows:
-        r["_share"] = r["n_rejected"] / r["n_translations"] if r["n_translations"] else None
     return table_html(
         rows,
         [("gate", "gate", None, "t"), ("rejected", "n_rejected", None, ""), ("of translations", "_share", pct, "")],

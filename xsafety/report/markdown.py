@@ -403,17 +403,23 @@ def no_numbers(data: "ReportData", locale: str) -> str:
     return "\n".join(parts)
 
 
-def _rejection_table(data: "ReportData", locale: str) -> str:
+def rejection_rows(data: "ReportData", locale: str) -> list[dict[str, Any]]:
+    """The locale's rejected translations per quality gate, with ``_share`` of all its translations."""
     gates = data.tables.get("rejections")
     if gates is None:
-        return ""
+        return []
     rows = gates.filter(pl.col("locale") == locale).to_dicts()
+    for r in rows:
+        r["_share"] = r["n_rejected"] / r["n_translations"] if r["n_translations"] else None
+    return rows
+
+
+def _rejection_table(data: "ReportData", locale: str) -> str:
+    rows = rejection_rows(data, locale)
     if not rows:
         return ""
-    for r in rows:
-        r["_share"] = pct(r["n_rejected"] / r["n_translations"]) if r["n_translations"] else "-"
     return "\n### Translations rejected, by quality gate (a translation can fail several)\n\n" + md_table(
-        rows, [("gate", "gate", None), ("rejected", "n_rejected", None), ("of translations", "_share", None)]
+        rows, [("gate", "gate", None), ("rejected", "n_rejected", None), ("of translations", "_share", pct)]
     )
 
 
