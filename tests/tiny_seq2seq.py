@@ -101,10 +101,32 @@ def build_tiny_marian(
     return path
 
 
+def _save_tiny_m2m100(path: Path, vocab_size: int) -> None:
+    """Random 2+2-layer M2M100 weights (the architecture M2M100 and NLLB share), saved to ``path``."""
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    config = M2M100Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
+    M2M100ForConditionalGeneration(config).eval().save_pretrained(path)
+
+
 def build_tiny_m2m100(path: Path, *, seed: int = 0) -> Path:
     """A random M2M100 model with its slow sentencepiece tokenizer and the 100 language codes."""
     import torch
-    from transformers import M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
+    from transformers import M2M100Tokenizer
 
     work = path / "_spm"
     model_file = _train_spm(work)
@@ -121,22 +143,7 @@ def build_tiny_m2m100(path: Path, *, seed: int = 0) -> Path:
     # len(tokenizer) raises IndexError on this tokenizer; count ids instead.
     size = max(max(vocab.values()), max(tok.lang_code_to_id.values())) + 1 + tok.num_madeup_words
     torch.manual_seed(seed)
-    config = M2M100Config(
-        vocab_size=size,
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=256,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
-    )
-    M2M100ForConditionalGeneration(config).eval().save_pretrained(path)
+    _save_tiny_m2m100(path, size)
     _cleanup(work)
     return path
 
@@ -145,7 +152,7 @@ def build_tiny_nllb(path: Path, *, seed: int = 0) -> Path:
     """A random NLLB-style model: M2M100 weights with a fast NLLB tokenizer and FLORES codes."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import M2M100Config, M2M100ForConditionalGeneration, NllbTokenizer
+    from transformers import NllbTokenizer
 
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
@@ -160,22 +167,7 @@ def build_tiny_nllb(path: Path, *, seed: int = 0) -> Path:
     tok.save_pretrained(path)
     size = len(tok) + 1  # + <mask>, which the tokenizer adds after the language codes
     torch.manual_seed(seed)
-    config = M2M100Config(
-        vocab_size=max(size, max(tok.convert_tokens_to_ids(NLLB_CODES)) + 2),
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=256,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
-    )
-    M2M100ForConditionalGeneration(config).eval().save_pretrained(path)
+    _save_tiny_m2m100(path, max(size, max(tok.convert_tokens_to_ids(NLLB_CODES)) + 2))
     return path
 
 
