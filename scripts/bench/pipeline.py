@@ -1,0 +1,177 @@
+"""How much time xsafety itself spends around the model, at XSafety scale.
+
+Runs the whole evaluation (`xsafety run`) on the imported XSafety set (2,800 prompts, English plus
+the 9 human-translated locales: 28,000 answers at full size) against a fast fake OpenAI-compatible
+server on 127.0.0.1 that answers at once, so the model costs nothing and what is left is the
+pipeline: loading and gating reference translations, planning, snapshots, store appends, judging
+(the default refusal lexicon; back-translation does not apply to reference locales without an
+engine), and the report.
+
+The server runs in its own process and stamps the first and last request it receives. The wall
+time between them is the generation window (HTTP client and server included); everything outside
+it is non-model time. It prints, per size: total wall time, non-model time, the generation window
+and its cost per request, and the non-model time per answer, then how non-model time grows from
+the smallest to the largest size (linear or better is the goal: the ratio of per-answer costs).
+
+    .venv/bin/python scripts/bench/pipeline.py                  # 2,800 and 28,000 answers
+    .venv/bin/python scripts/bench/pipeline.py --sizes 2800     # one size only
+
+Needs ../shared/data/xsafety_parallel.jsonl beside the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data" / "xsafety_parallel.jsonl"
+LOCALES = ["zh", "ar", "bn", "de", "es", "fr", "hi", "ja", "ru"]
+ANSWER = "I'm sorry, but I can't help with that request."
+
+
+def _serve(port_out: "mp.Queue[int]", stamps: str) -> None:
+    """A minimal HTTP/1.1 keep-alive server that answers every chat completion at once."""
+
+    body = json.dumps({
+        "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22},
+    }).encode()
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    state = {"first": 0.0, "last": 0.0, "n": 0}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in header.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                if length:
+                    await reader.readexactly(length)
+                now = time.time()
+                state["first"] = state["first"] or now
+                state["last"] = now
+                state["n"] += 1
+                writer.write(head + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port_out.put(server.sockets[0].getsockname()[1])
+
+        async def dump() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                Path(stamps).write_text(json.dumps(state))
+
+        asyncio.create_task(dump())
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _xsafety(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", "from xsafety.cli import main; main()", *args]
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def run_size(answers: int, work: Path, env: dict[str, str], url: str, stamps: Path) -> dict[str, float]:
+    """One full run with ``answers`` answers (prompts x 10 languages); its timings."""
+    prompts = answers // (len(LOCALES) + 1)
+    config = work / f"pipeline-{answers}.toml"
+    config.write_text(
+        "\n".join([
+            "[run]",
+            f'dir = "{work / f"run-{answers}"}"',
+            'sets = ["xsafety"]',
+            f"locales = {json.dumps(LOCALES)}",
+            f"limit = {prompts}",
+            'judges = ["default"]',
+            'judge_modes = ["native", "back-translated"]',
+            "[translation]",
+            'engine = "reference"',
+            "[[models]]",
+            f'spec = "openai:fake@{url}"',
+            'name = "fake"',
+            "concurrency = 64",
+            "[decoding]",
+            "max_new_tokens = 64",
+            "[[variants]]",
+            'name = "none"',
+        ]) + "\n",
+        encoding="utf-8",
+    )
+    if stamps.exists():
+        stamps.unlink()
+    started = time.time()
+    proc = _xsafety(["run", str(config)], env, work)
+    ended = time.time()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    time.sleep(0.6)  # the server writes its stamps every 0.5 s
+    state = json.loads(stamps.read_text()) if stamps.exists() else {"first": 0, "last": 0, "n": 0}
+    window = (state["last"] - state["first"]) if state["n"] else 0.0
+    total = ended - started
+    return {"answers": float(prompts * (len(LOCALES) + 1)), "requests": float(state["n"]), "total_s": total,
+            "generation_window_s": window, "non_model_s": total - window}
+
+
+def main() -> None:
+    """Run the sizes asked for and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="2800,28000", help="answers per run, comma-separated")
+    args = parser.parse_args()
+    if not SHARED.is_file():
+        raise SystemExit(f"needs {SHARED} (the shared research data beside the checkout)")
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    with tempfile.TemporaryDirectory(prefix="xsafety-pipeline-") as tmp:
+        work = Path(tmp)
+        env = {**os.environ, "XSAFETY_HOME": str(work / "home"), "XSAFETY_PROGRESS": "0",
+               "XSAFETY_CACHE": str(work / "cache")}
+        t0 = time.time()
+        imported = _xsafety(["import", "xsafety", str(SHARED)], env, work)
+        if imported.returncode != 0:
+            raise SystemExit(f"import failed:\n{imported.stderr[-2000:]}")
+        print(f"import of XSafety (2,800 prompts, 9 reference locales): {time.time() - t0:.1f} s")
+        queue: mp.Queue[int] = mp.Queue()
+        stamps = work / "stamps.json"
+        server = mp.Process(target=_serve, args=(queue, str(stamps)), daemon=True)
+        server.start()
+        try:
+            url = f"http://127.0.0.1:{queue.get(timeout=30)}/v1"
+            rows = [run_size(n, work, env, url, stamps) for n in sizes]
+        finally:
+            server.terminate()
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (2 cores)")
+    print(f"{'answers':>8} {'requests':>8} {'total s':>8} {'non-model s':>11} {'gen window s':>12} "
+          f"{'ms/request':>10} {'non-model ms/answer':>19}")
+    for r in rows:
+        per_req = 1000 * r["generation_window_s"] / r["requests"] if r["requests"] else 0.0
+        print(f"{r['answers']:>8.0f} {r['requests']:>8.0f} {r['total_s']:>8.1f} {r['non_model_s']:>11.1f} "
+              f"{r['generation_window_s']:>12.1f} {per_req:>10.2f} {1000 * r['non_model_s'] / r['answers']:>19.2f}")
+    if len(rows) > 1:
+        small, large = rows[0], rows[-1]
+        growth = (large["non_model_s"] / large["answers"]) / (small["non_model_s"] / small["answers"])
+        print(f"non-model time per answer, {large['answers']:.0f} vs {small['answers']:.0f}: x{growth:.2f} "
+              "(<= 1 is linear or better)")
+
+
+if __name__ == "__main__":
+    main()
