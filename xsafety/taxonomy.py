@@ -457,3 +457,28 @@ def load_policy(name: str) -> dict[str, Any]:
     table.setdefault("name", path.stem)
     table["path"] = str(path)
     return table
+
+
+# The scheme each source set files its own categories under, and where a Prompt keeps it.
+SOURCE_SCHEMES: dict[str, str] = {
+    "xsafety": "XSafety issue type",
+    "multijail": "MultiJail tag",
+    "catqa": "CatQA category",
+    "harmfulqa": "HarmfulQA topic",
+    "alert": "ALERT category",
+}
+
+
+def source_category(prompt: Prompt) -> str:
+    """The source set's own category of a prompt, as the set published it.
+
+    XSafety's issue type (also carried by the built-in set and by plain files that map one), the
+    first MultiJail tag, the CatQA category, the HarmfulQA topic, ALERT's own label; ``""`` when
+    the source has none. Reports and samples stratify by it beside the ALERT category, because a
+    mapping to ALERT merges categories the source kept apart.
+    """
+    if prompt.xsafety_type:
+        return prompt.xsafety_type
+    if prompt.source in ("multijail", "catqa", "harmfulqa"):
+        return prompt.tags[0] if prompt.tags else ""
+    return prompt.category
