@@ -12,6 +12,10 @@ Why this shape:
 * The loader detects a torn last line (no newline, or unparsable JSON at the end of a shard),
   drops it with a warning and keeps every earlier record. A writer that takes the lock first cuts
   torn tails off so the warning is given once.
+* A line that parses but is not a record of the table (``[1, 2]``, ``"monkey"``, an object
+  without the record's required fields, or a field of the wrong JSON type) is skipped with a
+  warning like garbage bytes: every reader (``load``, ``keys``, ``iter_dicts``) sees the same rows,
+  so a plan never counts as done a record the report cannot read.
 * Records are de-duplicated by key on load (the first one stored wins), so a rerun that appends a
   record already present cannot duplicate it.
 * Shards are plain JSONL that polars reads directly (``pl.read_ndjson``).
@@ -19,8 +23,11 @@ Why this shape:
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
+import types
+import typing
 import logging
 import os
 import time
@@ -125,6 +132,11 @@ class Table(Generic[R]):
                     report.corrupt += 1
                     log.warning("%s:%d: skipping a corrupt line", shard, lineno)
                     continue
+                problem = row_problem(self.cls, row)
+                if problem is not None:
+                    report.corrupt += 1
+                    log.warning("%s:%d: skipping a line that is not a %s record (%s)", shard, lineno, self.name, problem)
+                    continue
                 yield row
             if tail.strip():
                 report.torn += 1
@@ -134,15 +146,23 @@ class Table(Generic[R]):
     def load(self) -> dict[str, R]:
         """All records by key, in store order; the first copy of a key wins."""
         out: dict[str, R] = {}
-        dups = 0
+        dups = bad = 0
         for row in self.iter_dicts():
-            rec = self.cls.from_dict(row)
-            key = _key_of(rec)
+            try:
+                rec = self.cls.from_dict(row)
+                key = _key_of(rec)
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                # row_problem catches the shapes we know of; a record class with stricter rules
+                # of its own must not take the whole table down either.
+                bad += 1
+                log.warning("%s: skipping a row that is not a %s record (%s)", self.dir, self.name, exc)
+                continue
             if key in out:
                 dups += 1
                 continue
             out[key] = rec
         self.last_load.duplicates = dups
+        self.last_load.corrupt += bad
         return out
 
     def keys(self) -> set[str]:
@@ -230,6 +250,85 @@ class ShardWriter(Generic[R]):
             os.fsync(self._fh.fileno())
             self._fh.close()
             self._fh = None
+
+
+# JSON types a field of each annotated Python type may hold (int is a valid JSON float).
+_JSON_TYPES: dict[Any, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    float: (int, float),
+    bool: (bool,),
+    dict: (dict,),
+    tuple: (list,),
+    list: (list,),
+}
+
+
+def _json_types(hint: Any) -> tuple[tuple[type, ...], bool] | None:
+    """(accepted JSON types, whether null is allowed) for a field type; None when anything goes."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        accepted: tuple[type, ...] = ()
+        nullable = False
+        for arg in typing.get_args(hint):
+            if arg is type(None):
+                nullable = True
+                continue
+            inner = _json_types(arg)
+            if inner is None:
+                return None
+            accepted += inner[0]
+        return accepted, nullable
+    base = origin or hint
+    if base in _JSON_TYPES:
+        return _JSON_TYPES[base], False
+    return None
+
+
+_FIELD_RULES: dict[type, list[tuple[str, bool, tuple[tuple[type, ...], bool] | None]]] = {}
+
+
+def _rules(cls: type) -> list[tuple[str, bool, tuple[tuple[type, ...], bool] | None]]:
+    """Per field of a record class: name, whether it is required, and its JSON types."""
+    if cls not in _FIELD_RULES:
+        hints = typing.get_type_hints(cls)
+        rules = []
+        for f in dataclasses.fields(cls):
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            rules.append((f.name, required, _json_types(hints.get(f.name))))
+        _FIELD_RULES[cls] = rules
+    return _FIELD_RULES[cls]
+
+
+def row_problem(cls: type, row: Any) -> str | None:
+    """Why a parsed JSON line cannot be a record of ``cls`` (None when it can).
+
+    Checks the shape only: a JSON object, every required field present, every known field of
+    the JSON type its annotation asks for, and a string ``key`` where the row has one.
+    """
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    if "key" in row and not isinstance(row["key"], str):
+        return "field 'key' is not a string"
+    if not dataclasses.is_dataclass(cls):
+        return None
+    for name, required, kinds in _rules(cls):
+        if name not in row:
+            if required:
+                return f"no field '{name}'"
+            continue
+        value = row[name]
+        if kinds is None:
+            continue
+        accepted, nullable = kinds
+        if value is None:
+            if not nullable:
+                return f"field '{name}' is null"
+            continue
+        # bool is an int in Python but never a valid count or text in a record.
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            return f"field '{name}' is a JSON {type(value).__name__}"
+    return None
 
 
 def _key_of(rec: Record) -> str:

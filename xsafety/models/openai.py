@@ -8,11 +8,19 @@ Why it is shaped this way:
 * Servers shed load with 429 and 5xx, and sometimes send truncated bodies; those, timeouts and
   connection errors are retried with exponential backoff and full jitter, honouring
   ``Retry-After``, up to ``max_retries``. After the last try the result carries ``error`` and the
-  stage stores the failure so that a rerun retries just those items.
+  stage stores the failure so that a rerun retries just those items. A server's longer
+  ``Retry-After`` wins over ``backoff_cap_s`` (the cap bounds our own backoff, not the server's
+  wish); one that asks for more than ``MAX_RETRY_AFTER_S`` fails the item at once.
+* ``timeout_s`` is an overall deadline per attempt, not only per socket read: a server that drips
+  one byte every few seconds cannot keep a request alive past it.
+* A completion is taken for its text; a ``usage`` block that is not token counts is ignored
+  (counts become None) rather than failing the item or the stage.
 * Several base URLs (one model served by several vLLM processes) share one run: each request goes
   to the server with the fewest requests in flight, ties broken round-robin.
 * The API key is read from the environment variable *named* by ``api_key_env``; it is sent only in
-  the Authorization header and is scrubbed from every error message. The signature names the
+  the Authorization header and is scrubbed from every error message
+  *before* the message is cut short, so no prefix of it survives a truncation; it must be
+  printable ASCII, as HTTP headers are. The signature names the
   served model and decoding only, not the URL (where a model is served does not change what it
   says; serving different weights under one name is the user's lookout and is documented).
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import os
 import random
@@ -30,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from xsafety.errors import ConfigError
+from xsafety.validate import model_option_problem
 from xsafety.models.base import ChatRequest, ChatResult, Decoding, ResultCallback
 from xsafety.records import signature
 
@@ -39,6 +49,11 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 LANE_SIZE = 16
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# A server asking for a longer pause than this is treated as down for now: the item fails and a
+# rerun retries it, instead of the run sleeping for hours.
+MAX_RETRY_AFTER_S = 600.0
+# Characters of a server's error body kept in an error message.
+BODY_CHARS = 200
 
 
 class RetryableError(Exception):
@@ -90,6 +105,14 @@ class OpenAIChatModel:
     ) -> None:
         if not urls:
             raise ConfigError("an openai: model needs at least one base URL", field="model")
+        given = {"concurrency": concurrency, "timeout_s": timeout_s, "max_retries": max_retries,
+                 "backoff_base_s": backoff_base_s, "backoff_cap_s": backoff_cap_s}
+        if api_key_env is not None:
+            given["api_key_env"] = api_key_env
+        for option, value in given.items():
+            problem = model_option_problem(option, value)
+            if problem:
+                raise ConfigError(problem, field=option)
         self.model = model
         self.urls = tuple(u.rstrip("/") for u in urls)
         self.decoding = decoding or Decoding()
@@ -104,6 +127,13 @@ class OpenAIChatModel:
             key = os.environ.get(api_key_env)
             if not key:
                 raise ConfigError(f"environment variable {api_key_env} (api_key_env) is empty or unset", field="api_key_env")
+            if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+                # Never quote the key: say only what is wrong with it.
+                raise ConfigError(
+                    f"environment variable {api_key_env} holds characters an HTTP header cannot carry "
+                    "(non-ASCII, control characters or spaces); check the key was copied whole",
+                    field="api_key_env",
+                )
             self._key = key
         # Counters for progress displays and tests: attempts made, retries, final failures.
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "failed": 0}
@@ -127,9 +157,16 @@ class OpenAIChatModel:
         )
 
     def redact(self, text: str) -> str:
-        """``text`` with the API key replaced, for anything that may reach a log or a record."""
+        """``text`` with the API key replaced, for anything that may reach a log or a record.
+
+        Call it on the whole text before cutting it short: a cut can leave a prefix of the key
+        that no longer matches. The JSON-escaped form is masked too (a body echoing the key).
+        """
         if self._key:
             text = text.replace(self._key, "***")
+            escaped = json.dumps(self._key)[1:-1]
+            if escaped != self._key:
+                text = text.replace(escaped, "***")
         return text
 
     # -- sync entry point ------------------------------------------------------------------
@@ -251,6 +288,9 @@ class OpenAIChatModel:
             except RetryableError as exc:
                 last_error = self.redact(str(exc))
                 wait = self._backoff(attempt, exc.retry_after)
+                if exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER_S:
+                    last_error += f"; the server asks to wait {exc.retry_after:.0f} s (over {MAX_RETRY_AFTER_S:.0f} s): giving up for this run"
+                    break
             finally:
                 self._in_flight[url] -= 1
             if attempt < self.max_retries:
@@ -264,23 +304,29 @@ class OpenAIChatModel:
         return ChatResult(id=request.id, text="", error=message, latency_s=time.perf_counter() - started)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before the next try: full-jitter backoff under ``backoff_cap_s``, or the
+        server's ``Retry-After`` when it asks for longer (the cap is ours, not the server's)."""
         # Full jitter spreads a burst of 429s out instead of retrying them in lockstep.
         wait = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * (2**attempt)))
         if retry_after is not None:
             wait = max(wait, retry_after)
-        return min(wait, self.backoff_cap_s)
+        return wait
 
     async def _attempt(self, client: Any, url: str, request: ChatRequest, payload: dict[str, Any]) -> ChatResult:
         import httpx
 
         try:
-            response = await client.post(f"{url}/chat/completions", json=payload)
-        except httpx.TimeoutException as exc:
+            # httpx's timeout bounds each socket read; this bounds the whole attempt, so a server
+            # that drips a byte now and then cannot hold a request open for ever.
+            async with asyncio.timeout(self.timeout_s):
+                response = await client.post(f"{url}/chat/completions", json=payload)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise RetryableError(f"timeout after {self.timeout_s:g} s ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise RetryableError(f"connection error: {type(exc).__name__}: {exc}") from None
+            raise RetryableError(self.redact(f"connection error: {type(exc).__name__}: {exc}")) from None
         if response.status_code != 200:
-            body = response.text[:200].replace("\n", " ")
+            # Mask first, then cut: cutting first can leave a prefix of the key unmasked.
+            body = self.redact(response.text)[:BODY_CHARS].replace("\n", " ")
             message = f"HTTP {response.status_code} from {url}: {body}"
             if response.status_code in RETRY_STATUS:
                 raise RetryableError(message, parse_retry_after(response.headers.get("retry-after")))
@@ -293,17 +339,30 @@ class OpenAIChatModel:
             if text is None:
                 text = choice.get("text", "")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise RetryableError(f"malformed response from {url}: {response.text[:120]!r}") from None
-        usage = data.get("usage") or {}
+            raise RetryableError(f"malformed response from {url}: {self.redact(response.text)[:120]!r}") from None
+        if not isinstance(text, str):
+            raise RetryableError(f"malformed response from {url}: message content is a {type(text).__name__}")
+        usage = data.get("usage") if isinstance(data, dict) else None
         return ChatResult(
             id=request.id,
-            text=str(text).strip(),
+            text=text.strip(),
             finish_reason=str(choice.get("finish_reason") or ""),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
+            prompt_tokens=token_count(usage, "prompt_tokens"),
+            completion_tokens=token_count(usage, "completion_tokens"),
         )
 
     def close(self) -> None:
         """Nothing held between calls: each ``chat`` opens and closes its own connection pool."""
         return None
 
+
+
+def token_count(usage: Any, name: str) -> int | None:
+    """A token count from a ``usage`` block, or None when the server sent anything but a whole
+    number >= 0 there (``"lots"``, ``"12"``, ``-1``, ``1e9999``): the answer is still good."""
+    if not isinstance(usage, dict):
+        return None
+    value = usage.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
