@@ -261,14 +261,84 @@ def test_seq2seq_signature_tracks_output_settings_not_batch_size(tiny_models: di
     assert "revision:local-" in base and "tgt:spa_Latn" in base
 
 
-def test_pack_batches_respects_the_budget_and_keeps_every_index() -> None:
-    from xsafety.translate.engines.seq2seq import pack_batches
+def test_seq2seq_packs_by_longest_source_times_beams(tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from xsafety.translate.engines import seq2seq
 
-    lengths = [5, 40, 3, 12, 12, 7, 100, 1]
-    batches = pack_batches(lengths, budget=36)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for b in batches:
-        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 36
+    engine = s2s(tiny_models, "marian", batch_tokens=150)
+    seen: list[tuple[int, int]] = []
+    real = seq2seq.Seq2SeqEngine._generate
+
+    def spy(self, loaded, texts, forced_bos, **kw):  # type: ignore[no-untyped-def]
+        enc = loaded.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        seen.append((len(texts), max(len(e) for e in enc) * kw["beams"]))
+        return real(self, loaded, texts, forced_bos, **kw)
+
+    monkeypatch.setattr(seq2seq.Seq2SeqEngine, "_generate", spy)
+    out = engine.translate(MIXED, "en", "es", n_best=2)
+    assert all(len(c) == 2 for c in out)
+    assert sum(rows for rows, _ in seen) == len(MIXED) and len(seen) > 1
+    # n_best=2 runs 4 beams: every batch of several texts keeps rows x longest x 4 within the budget.
+    assert all(rows == 1 or rows * per_row <= 150 for rows, per_row in seen)
+    assert any(rows > 1 for rows, _ in seen)
+
+
+def test_seq2seq_oom_splits_the_batch_and_keeps_the_translations(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from xsafety.translate.engines import seq2seq
+
+    engine = s2s(tiny_models, "nllb")
+    expected = [c[0].text for c in engine.translate(MIXED, "en", "es")]
+    real = seq2seq.Seq2SeqEngine._generate
+    sizes: list[int] = []
+
+    def oom_once(self, loaded, texts, forced_bos, **kw):  # type: ignore[no-untyped-def]
+        sizes.append(len(texts))
+        if len(sizes) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, loaded, texts, forced_bos, **kw)
+
+    monkeypatch.setattr(seq2seq.Seq2SeqEngine, "_generate", oom_once)
+    again = engine.translate(MIXED, "en", "es")
+    assert sizes[1] + sizes[2] == sizes[0] and sizes[1] == sizes[0] // 2
+    assert [c[0].text for c in again] == expected
+
+
+def test_seq2seq_hub_model_signature_is_the_same_before_and_after_download(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub_cache import COMMIT, download_on_first_load, use_offline_cache
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from xsafety.translate.engines.seq2seq import Seq2SeqEngine
+
+    cache = tmp_path / "hub"
+    use_offline_cache(monkeypatch, cache)
+    downloads = download_on_first_load(
+        monkeypatch, cache, "tiny-org/tiny-nllb", tiny_models["nllb"], [AutoTokenizer, AutoModelForSeq2SeqLM]
+    )
+    options = {"codes": NLLB_CODES, "max_new_tokens": 8, "device": "cpu", "dtype": "fp32", "download": True}
+    first = Seq2SeqEngine("tiny-org/tiny-nllb", **options)  # type: ignore[arg-type]
+    sig = first.signature("en", "es")
+    assert downloads == ["tiny-org/tiny-nllb"] and f"revision:{COMMIT}" in sig
+    out = first.translate(MIXED[:2], "en", "es")
+    first.close()
+    second = Seq2SeqEngine("tiny-org/tiny-nllb", **options)  # type: ignore[arg-type]
+    assert second.signature("en", "es") == sig
+    assert [c[0].text for c in second.translate(MIXED[:2], "en", "es")] == [c[0].text for c in out]
+    assert downloads == ["tiny-org/tiny-nllb"]
+    second.close()
+
+
+def test_seq2seq_dtype_auto_is_the_shared_runtime_choice(tiny_models: dict[str, Path]) -> None:
+    from xsafety.torch_runtime import auto_dtype_name
+
+    engine = s2s(tiny_models, "marian", dtype="auto")
+    assert engine.dtype == auto_dtype_name("cpu")
+    assert f"dtype:{auto_dtype_name('cpu')}" in engine.signature("en", "es")
+    assert s2s(tiny_models, "marian", dtype="bf16").dtype == "bfloat16"
 
 
 # ------------------------------------------------------------------------------------------

@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hub_cache import download_on_first_load, use_offline_cache
 from tiny_models import build_tiny_llama
 
 from xsafety.errors import InputError
 from xsafety.models import BACKENDS, Decoding, load_model, parse_spec
 from xsafety.models.base import ChatModel, ChatRequest
 from xsafety.models.hf import HFChatModel
+from xsafety.torch_runtime import auto_dtype_name
 
 PROMPTS = [
     "Hi",
@@ -165,7 +167,8 @@ def test_sampling_is_reproducible_per_request_whatever_the_batch(tiny_llama: Pat
 
 def test_signature_names_weights_dtype_and_decoding_not_device(tiny_llama: Path, greedy: HFChatModel) -> None:
     sig = greedy.signature()
-    assert sig.startswith("hf|") and "dtype:float32" in sig and "max_new_tokens:12" in sig
+    # ``auto`` is bf16 on a CPU with native bf16 matmuls (this one has avx512_bf16), else fp32.
+    assert sig.startswith("hf|") and f"dtype:{auto_dtype_name('cpu')}" in sig and "max_new_tokens:12" in sig
     assert "weights:" in sig and "template:" in sig
     assert "seed" not in sig  # a seed cannot change a greedy answer
     assert "cpu" not in sig and "batch" not in sig
@@ -194,6 +197,67 @@ def test_model_without_chat_template_uses_plain_format(tiny_llama: Path, tmp_pat
     assert "template:plain-user-assistant" in model.signature()
     assert model.render(({"role": "user", "content": "Hello"},)) == "User: Hello\nAssistant:"
     assert model.chat(requests(["Hello"]))[0].error is None
+
+
+def test_oom_splits_the_batch_and_answers_stay_the_same(tiny_llama: Path, greedy: HFChatModel, caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+
+    reqs = requests()
+    expected = [r.text for r in greedy.chat(reqs)]
+    real = greedy._generate
+    sizes: list[int] = []
+
+    def oom_once(batch_requests: list[ChatRequest], encoded: list[list[int]]) -> list:  # type: ignore[type-arg]
+        sizes.append(len(batch_requests))
+        if len(sizes) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch_requests, encoded)
+
+    greedy._generate = oom_once  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING):
+            split = greedy.chat(reqs)
+    finally:
+        del greedy._generate
+    assert sizes == [5, 2, 3]
+    assert [r.text for r in split] == expected
+    assert all(r.error is None for r in split)
+    assert "out of memory at batch 5" in caplog.text
+
+
+def test_threads_option_sets_torch_threads(tiny_llama: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        model = load_model(f"hf:{tiny_llama}", Decoding(max_new_tokens=2), threads=1)
+        assert isinstance(model, HFChatModel) and model.threads == 1 and torch.get_num_threads() == 1
+        with pytest.raises(InputError, match="at least 1"):
+            load_model(f"hf:{tiny_llama}", threads=0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_hub_model_signature_is_the_same_on_first_and_second_load(
+    tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = tmp_path / "hub"
+    use_offline_cache(monkeypatch, cache)
+    downloads = download_on_first_load(monkeypatch, cache, "tiny-org/tiny-llama", tiny_llama, [AutoTokenizer, AutoModelForCausalLM])
+    first = load_model("hf:tiny-org/tiny-llama", Decoding(max_new_tokens=4))
+    assert downloads == ["tiny-org/tiny-llama"]
+    second = load_model("hf:tiny-org/tiny-llama", Decoding(max_new_tokens=4))
+    assert downloads == ["tiny-org/tiny-llama"]  # the second load came from the cache
+    assert first.signature() == second.signature()
+    from hub_cache import COMMIT
+
+    assert f"revision:{COMMIT}" in first.signature() and "weights:" in first.signature()
+    # The weights hash is the content's: the same files in a local folder hash the same.
+    local = load_model(f"hf:{tiny_llama}", Decoding(max_new_tokens=4))
+    assert isinstance(first, HFChatModel) and isinstance(local, HFChatModel)
+    assert first.fingerprint == local.fingerprint
 
 
 # -- the real default ----------------------------------------------------------------------------

@@ -62,8 +62,8 @@ BACKENDS: dict[str, Callable[..., ChatModel]] = {
 def load_model(spec: str, decoding: Decoding | None = None, **options: Any) -> ChatModel:
     """Build the chat model a spec names (``smollm2``, ``hf:ID_OR_PATH``, ``gguf:FILE``, ``openai:MODEL@URL``).
 
-    ``options`` are backend settings that do not change outputs: ``device``, ``dtype``,
-    ``batch_tokens``, ``max_batch`` (local); ``api_key_env``, ``concurrency``, ``timeout_s``,
+    ``options`` are backend settings: ``device``, ``dtype`` (which does change outputs, and is
+    in the signature), ``batch_tokens``, ``max_batch``, ``threads`` (local); ``api_key_env``, ``concurrency``, ``timeout_s``,
     ``max_retries`` (HTTP). Options given as ``None`` mean "the default" and are dropped.
     Raises ``InputError`` for a malformed spec or an option the backend does not take.
     """

@@ -30,6 +30,15 @@ from xsafety.data import cache_dir
 from xsafety.errors import InputError
 from xsafety.models.base import ChatRequest, ChatResult, Decoding, ResultCallback
 from xsafety.records import signature, stable_hash, text_hash
+from xsafety.torch_runtime import (
+    apply_threads,
+    causal_lm_cost,
+    hub_snapshot,
+    pack_batches,
+    pick_device,
+    pick_dtype,
+    run_split_on_oom,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,29 +52,6 @@ CUDA_MAX_BATCH = 256
 PLAIN_FORMAT = "plain-user-assistant"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 HEAD_BYTES = 1 << 20
-
-
-def pick_device(device: str = "auto") -> str:
-    """``auto`` means CUDA when a GPU is visible, else CPU; anything else is passed through."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def pick_dtype(dtype: str, device: str) -> Any:
-    """``auto`` is bf16 on CUDA (fast, wide range) and fp32 on CPU (bf16 matmuls are slow there)."""
-    import torch
-
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise InputError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)", field="dtype")
-    return table[dtype]
-
 
 def weights_fingerprint(folder: Path) -> str:
     """Content hash of a model folder: config.json plus the first MB and size of each weight file.
@@ -84,20 +70,6 @@ def weights_fingerprint(folder: Path) -> str:
             with open(path, "rb") as fh:
                 h.update(fh.read(HEAD_BYTES))
     return h.hexdigest()[:16]
-
-
-def _hub_revision(model_id: str, revision: str | None) -> tuple[str | None, Path | None]:
-    """The commit hash and local snapshot folder of a hub model in the local HF cache, if any."""
-    try:
-        from transformers.utils import cached_file
-
-        path = cached_file(model_id, "config.json", revision=revision, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not cached locally: loading will say why
-        return None, None
-    if path is None:
-        return None, None
-    snapshot = Path(path).parent
-    return snapshot.name, snapshot
 
 
 class HFChatModel:
@@ -120,8 +92,8 @@ class HFChatModel:
         dtype: str = "auto",
         batch_tokens: int | None = None,
         max_batch: int | None = None,
+        threads: int | str | None = None,
     ) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.spec = spec or f"hf:{source}"
@@ -132,17 +104,11 @@ class HFChatModel:
         self.batch_tokens = int(batch_tokens or (CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS))
         self.max_batch = int(max_batch or (CUDA_MAX_BATCH if on_cuda else CPU_MAX_BATCH))
         self.name = name or source
+        # GPU kernels need one host thread; on CPU the count decides speed on a shared machine.
+        self.threads = apply_threads(threads) if not on_cuda else None
 
         local = Path(source).expanduser()
-        if local.is_dir():
-            self.revision = revision
-            self.fingerprint = fingerprint or weights_fingerprint(local)
-            load_from: str = str(local)
-        else:
-            commit, snapshot = _hub_revision(source, revision)
-            self.revision = commit or revision
-            self.fingerprint = fingerprint or (weights_fingerprint(snapshot) if snapshot else None)
-            load_from = source
+        load_from = str(local) if local.is_dir() else source
         started = time.perf_counter()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(load_from, revision=revision)
@@ -152,6 +118,16 @@ class HFChatModel:
         self.model.to(self.device)
         self.model.eval()
         self.load_seconds = time.perf_counter() - started
+        # Only now is a hub model surely in the local cache: reading its commit before loading
+        # gave a first signature without revision or weights hash, and re-keyed every response
+        # on the next load.
+        if local.is_dir():
+            self.revision = revision
+            self.fingerprint = fingerprint or weights_fingerprint(local)
+        else:
+            commit, snapshot = hub_snapshot(source, revision)
+            self.revision = commit or revision
+            self.fingerprint = fingerprint or (weights_fingerprint(snapshot) if snapshot else None)
 
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -208,19 +184,9 @@ class HFChatModel:
 
     def plan_batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped into batches: sorted by length, each under the token budget and row cap."""
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        batches: list[list[int]] = []
-        current: list[int] = []
-        for i in order:
-            # Ascending order: the newcomer is the longest row, and every row pads to it.
-            cost = (len(current) + 1) * (lengths[i] + self.decoding.max_new_tokens)
-            if current and (cost > self.batch_tokens or len(current) >= self.max_batch):
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
-            batches.append(current)
-        return batches
+        return pack_batches(
+            lengths, self.batch_tokens, causal_lm_cost(self.decoding.max_new_tokens), max_rows=self.max_batch
+        )
 
     # -- generation ------------------------------------------------------------------------
 
@@ -236,18 +202,17 @@ class HFChatModel:
         return [results[i] for i in range(len(requests))]
 
     def _run_batch(self, requests: list[ChatRequest], encoded: list[list[int]]) -> list[ChatResult]:
-        import torch
+        """One batch through the OOM split; any other failure fails the batch's rows, not the run."""
+        rows = list(zip(requests, encoded))
+
+        def step(part: Sequence[tuple[ChatRequest, list[int]]]) -> list[ChatResult]:
+            return self._generate([r for r, _ in part], [e for _, e in part])
+
+        def too_big(row: tuple[ChatRequest, list[int]]) -> ChatResult:
+            return self._error(row[0], "out of memory on a single request")
 
         try:
-            return self._generate(requests, encoded)
-        except torch.OutOfMemoryError:
-            if len(requests) == 1:
-                return [self._error(requests[0], "out of memory on a single request")]
-            # Halving keeps the run going on a budget set too high for this GPU.
-            torch.cuda.empty_cache()
-            half = len(requests) // 2
-            log.warning("out of memory at batch %d: retrying as two batches", len(requests))
-            return self._run_batch(requests[:half], encoded[:half]) + self._run_batch(requests[half:], encoded[half:])
+            return run_split_on_oom(rows, step, too_big, device=self.device)
         except Exception as exc:  # noqa: BLE001 - one bad batch must not lose the rest of the run
             log.exception("generation failed for a batch of %d", len(requests))
             return [self._error(r, f"{type(exc).__name__}: {exc}") for r in requests]

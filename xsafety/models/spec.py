@@ -24,9 +24,9 @@ KINDS: tuple[str, ...] = ("smollm2", "hf", "gguf", "openai")
 
 # Options each kind accepts; anything else is a typo worth stopping for before a long run.
 OPTIONS: dict[str, frozenset[str]] = {
-    "smollm2": frozenset({"device", "dtype", "batch_tokens", "max_batch"}),
-    "hf": frozenset({"device", "dtype", "batch_tokens", "max_batch", "revision"}),
-    "gguf": frozenset({"device", "dtype", "batch_tokens", "max_batch"}),
+    "smollm2": frozenset({"device", "dtype", "batch_tokens", "max_batch", "threads"}),
+    "hf": frozenset({"device", "dtype", "batch_tokens", "max_batch", "revision", "threads"}),
+    "gguf": frozenset({"device", "dtype", "batch_tokens", "max_batch", "threads"}),
     "openai": frozenset(
         {"api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_base_s", "backoff_cap_s"}
     ),

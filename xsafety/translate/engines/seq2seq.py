@@ -7,8 +7,10 @@ those set the tokenizer's ``src_lang`` and force the target language token as th
 token. Anything else is used as a plain seq2seq model with no language tokens.
 
 Speed comes from batching: texts are sorted by length and packed under a token budget
-(``batch_tokens``), then put back in input order. Loaded models are shared per (model, device,
-dtype) within the process.
+(``batch_tokens``, counted as longest source x beams), then put back in input order; device,
+dtype, threads, packing and the out-of-memory split come from the shared ``xsafety.torch_runtime``
+(the same as the chat backend's). Loaded models are shared per (model, device, dtype) within the
+process.
 
 ``Candidate.score`` is the mean per-token log-probability of the generated sequence (what beam
 search ranks by with ``length_penalty=1``), computed the same way for greedy, beam and sampled
@@ -25,6 +27,15 @@ from typing import Any
 
 from xsafety.errors import ConfigError, XSafetyError
 from xsafety.records import signature, stable_hash
+from xsafety.torch_runtime import (
+    apply_threads,
+    dtype_name,
+    hub_snapshot,
+    pack_batches,
+    pick_device,
+    run_split_on_oom,
+    seq2seq_cost,
+)
 from xsafety.translate.engines.base import Candidate
 
 log = logging.getLogger(__name__)
@@ -57,42 +68,23 @@ class _Route:
     target_token: str | None
 
 
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype(dtype: str | None, device: str) -> str:
-    """fp16 on a GPU (close to fp32 output at half the memory), fp32 on CPU, unless told."""
-    if dtype and dtype != "auto":
-        aliases = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
-        return aliases.get(dtype, dtype)
-    return "float16" if device.startswith("cuda") else "float32"
-
-
 def model_revision(model: str, revision: str | None = None) -> str:
     """A revision that changes when the weights do, without loading the model.
 
     A local folder: a hash of its config text and its files' names and sizes. A hub id: the
-    commit the hub cache's ref points at (the one ``from_pretrained`` would load offline).
+    commit the hub cache holds for ``revision`` (a branch or tag resolves through its ref; the
+    one ``from_pretrained`` would load offline), ``revision`` itself when it is not cached, and
+    ``unknown`` for a hub model not downloaded yet.
     """
-    if revision:
-        return revision
     path = Path(model).expanduser()
     if path.is_dir():
+        if revision:
+            return revision
         files = sorted((p.relative_to(path).as_posix(), p.stat().st_size) for p in path.rglob("*") if p.is_file())
         config = (path / "config.json").read_text(encoding="utf-8") if (path / "config.json").exists() else ""
         return "local-" + stable_hash(config, files, length=12)
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE
-    except ImportError:  # pragma: no cover - transformers always brings huggingface_hub
-        return "unknown"
-    ref = Path(HF_HUB_CACHE) / f"models--{model.replace('/', '--')}" / "refs" / "main"
-    return ref.read_text().strip() if ref.exists() else "unknown"
+    commit, _ = hub_snapshot(model, revision)
+    return commit or revision or "unknown"
 
 
 def _family(model: Any, tokenizer: Any) -> str:
@@ -109,8 +101,9 @@ def _family(model: Any, tokenizer: Any) -> str:
     return "seq2seq"
 
 
-def load(model: str, *, revision: str | None, device: str, dtype: str) -> _Loaded:
-    """Load (once per process) a tokenizer and model through the Auto classes."""
+def load(model: str, *, revision: str | None, device: str, dtype: str, threads: int | str | None = None) -> _Loaded:
+    """Load (once per process) a tokenizer and model through the Auto classes; on CPU, set torch's
+    thread count (``torch_runtime.apply_threads``)."""
     key = (model, revision, device, dtype)
     if key in _LOADED:
         return _LOADED[key]
@@ -124,6 +117,8 @@ def load(model: str, *, revision: str | None, device: str, dtype: str) -> _Loade
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load translation model {model!r}: {exc}", field="model") from exc
     net.to(device).eval()
+    if not device.startswith("cuda"):
+        apply_threads(threads)
     loaded = _Loaded(tokenizer=tokenizer, model=net, family=_family(net, tokenizer), device=device)
     _LOADED[key] = loaded
     return loaded
@@ -161,33 +156,16 @@ def _locale_code(code: str, family: str) -> str | None:
     return loc.nllb if family == "nllb" else loc.m2m100
 
 
-def pack_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
-    """Indices sorted by length (longest first) and packed so ``rows * longest <= budget``.
-
-    A single text longer than the budget gets a batch of its own rather than being dropped.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) + 1) * longest > budget:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
 class Seq2SeqEngine:
     """Translate with a transformers seq2seq model.
 
     Options: ``model`` (hub id or local path; default per pair from the locale registry),
     ``codes`` (locale -> the model's language code, overriding the registry: ``{"es": "spa_Latn"}``),
     ``target_token`` (Marian ``>>xxx<<``), ``revision``, ``device`` (``auto``), ``dtype``
-    (``auto``: fp16 on GPU, fp32 on CPU), ``num_beams`` (default greedy, or 4 when ``n_best > 1``),
+    (``auto``: the shared torch runtime's choice, bf16 on CUDA cards and CPUs that support it,
+    fp16 on older cards, fp32 elsewhere), ``num_beams`` (default greedy, or 4 when ``n_best > 1``),
     ``max_new_tokens``, ``batch_tokens`` (padded source tokens per batch, times the beams),
+    ``threads`` (torch CPU threads; default from the free cores, or ``XSAFETY_TORCH_THREADS``),
     ``download`` (let ``supports`` accept hub models that are not in the local cache yet).
     """
 
@@ -205,6 +183,7 @@ class Seq2SeqEngine:
         num_beams: int | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        threads: int | str | None = None,
         download: bool = False,
     ) -> None:
         self.model = model
@@ -216,6 +195,7 @@ class Seq2SeqEngine:
         self.num_beams = num_beams
         self.max_new_tokens = int(max_new_tokens)
         self.batch_tokens = int(batch_tokens)
+        self.threads = threads
         self.download = download
         self._device: str | None = None
         self._keys: set[tuple[str, str | None, str, str]] = set()
@@ -225,15 +205,13 @@ class Seq2SeqEngine:
     def device(self) -> str:
         """The resolved device (``auto`` becomes ``cuda`` or ``cpu`` on first use)."""
         if self._device is None:
-            self._device = resolve_device(self.device_option)
+            self._device = pick_device(self.device_option)
         return self._device
 
     @property
     def dtype(self) -> str:
-        """The resolved torch dtype name."""
-        if self.dtype_option and self.dtype_option != "auto":
-            return resolve_dtype(self.dtype_option, "cpu")
-        return resolve_dtype(None, self.device)
+        """The resolved torch dtype name (``float32``, ``bfloat16``, ``float16``)."""
+        return dtype_name(self.dtype_option, self.device)
 
     def _route(self, src: str, tgt: str) -> _Route:
         if self.model:
@@ -252,7 +230,7 @@ class Seq2SeqEngine:
         )
 
     def _load(self, route: _Route) -> _Loaded:
-        loaded = load(route.model, revision=self.revision, device=self.device, dtype=self.dtype)
+        loaded = load(route.model, revision=self.revision, device=self.device, dtype=self.dtype, threads=self.threads)
         self._keys.add((route.model, self.revision, self.device, self.dtype))
         return loaded
 
@@ -292,12 +270,23 @@ class Seq2SeqEngine:
         return True
 
     def signature(self, src: str, tgt: str) -> str:
-        """Model id or path, its revision, dtype, language codes and decoding settings."""
+        """Model id or path, its revision, dtype, language codes and decoding settings.
+
+        A hub model that is not in the local cache yet is loaded (downloaded) first: a signature
+        without its commit would differ from every later one and re-key its translations.
+        """
         route = self._route(src, tgt)
+        revision = model_revision(route.model, self.revision)
+        if revision == "unknown":
+            try:
+                self._load(route)
+            except XSafetyError:
+                pass  # translate() will report the load error; the signature still names the model
+            revision = model_revision(route.model, self.revision)
         return signature(
             "seq2seq",
             model=route.model,
-            revision=model_revision(route.model, self.revision),
+            revision=revision,
             dtype=self.dtype,
             src=route.src_code,
             tgt=route.tgt_code,
@@ -336,13 +325,20 @@ class Seq2SeqEngine:
         beams = 1 if sample else (self.num_beams or (DEFAULT_N_BEST_BEAMS if n_best > 1 else 1))
         beams = max(beams, n_best) if not sample else 1
         lengths = [len(ids) for ids in tok(inputs, add_special_tokens=True)["input_ids"]]
-        budget = max(1, self.batch_tokens // max(beams, n_best))
         out: list[list[Candidate]] = [[] for _ in texts]
-        for batch in pack_batches(lengths, budget):
-            results = self._generate(
-                loaded, [inputs[i] for i in batch], forced_bos, n_best=n_best, beams=beams, sample=sample, seed=seed
+        cost = seq2seq_cost(max(beams, n_best))
+
+        def step(part: Sequence[int]) -> list[list[Candidate]]:
+            return self._generate(
+                loaded, [inputs[i] for i in part], forced_bos, n_best=n_best, beams=beams, sample=sample, seed=seed
             )
-            for i, cands in zip(batch, results):
+
+        def too_big(i: int) -> list[Candidate]:
+            log.warning("out of memory translating one text of %d tokens: no candidate for it", lengths[i])
+            return []
+
+        for batch in pack_batches(lengths, self.batch_tokens, cost, longest_first=True):
+            for i, cands in zip(batch, run_split_on_oom(batch, step, too_big, device=loaded.device)):
                 out[i] = cands
         return out
 

@@ -1,0 +1,202 @@
+"""The shared torch runtime: dtype and device choice, thread count, batch packing, the OOM split."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from xsafety import torch_runtime as rt
+from xsafety.errors import InputError
+
+# -- dtype ----------------------------------------------------------------------------------------
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+flags\t\t: fpu vme sse sse2 avx2 {extra} avx512f
+bugs\t\t: spectre_v1
+
+processor\t: 1
+flags\t\t: fpu vme sse sse2 avx2 {extra} avx512f
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "native"),
+    [("avx512_bf16", True), ("amx_bf16 amx_tile", True), ("avx512_vnni", False), ("", False)],
+)
+def test_native_bf16_is_read_from_cpuinfo_flags(tmp_path: Path, extra: str, native: bool) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(CPUINFO.format(extra=extra))
+    flags = rt.cpu_flags(info)
+    assert "avx2" in flags and "spectre_v1" not in flags
+    assert rt.cpu_has_native_bf16(flags) is native
+    assert rt.auto_dtype_name("cpu", cpu_bf16=rt.cpu_has_native_bf16(flags)) == ("bfloat16" if native else "float32")
+
+
+def test_missing_cpuinfo_means_no_flags(tmp_path: Path) -> None:
+    assert rt.cpu_flags(tmp_path / "absent") == frozenset()
+    assert rt.cpu_has_native_bf16(frozenset()) is False
+
+
+def test_cuda_gets_bf16_only_where_the_card_supports_it() -> None:
+    assert rt.auto_dtype_name("cuda", cuda_bf16=True) == "bfloat16"
+    assert rt.auto_dtype_name("cuda:1", cuda_bf16=False) == "float16"
+
+
+def test_auto_dtype_on_this_cpu_follows_its_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rt, "cpu_flags", lambda cpuinfo=rt.CPUINFO: frozenset({"avx512_bf16"}))
+    assert rt.pick_dtype("auto", "cpu") is torch.bfloat16
+    monkeypatch.setattr(rt, "cpu_flags", lambda cpuinfo=rt.CPUINFO: frozenset({"avx2"}))
+    assert rt.pick_dtype("auto", "cpu") is torch.float32
+    # The user's choice wins over detection, under any alias.
+    assert rt.pick_dtype("bf16", "cpu") is torch.bfloat16
+    assert rt.dtype_name("half", "cuda") == "float16"
+    assert rt.dtype_name(None, "cpu") == "float32"
+
+
+def test_unknown_dtype_names_the_field() -> None:
+    with pytest.raises(InputError, match="unknown dtype 'float8'") as err:
+        rt.dtype_name("float8", "cpu")
+    assert err.value.field == "dtype"
+
+
+# -- threads --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "free"),
+    [(2, 0.3, 2), (2, 0.99, 2), (2, 1.5, 1), (2, 8.7, 1), (16, 3.2, 13), (4, None, 4), (2, -1.0, 2)],
+)
+def test_free_cores_leave_out_whole_busy_cores(cores: int, load: float | None, free: int) -> None:
+    assert rt.free_cores(cores, load) == free
+
+
+def test_load_average_reads_the_first_field(tmp_path: Path) -> None:
+    path = tmp_path / "loadavg"
+    path.write_text("1.75 1.20 0.90 3/120 4242\n")
+    assert rt.load_average(path) == 1.75
+    path.write_text("")
+    assert rt.load_average(path) is None
+    assert rt.load_average(tmp_path / "absent") is None
+
+
+def test_thread_choice_option_then_env_then_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rt, "available_cores", lambda: 8)
+    monkeypatch.setattr(rt, "load_average", lambda loadavg=rt.LOADAVG: 5.4)
+    monkeypatch.delenv(rt.THREADS_ENV, raising=False)
+    count, why = rt.choose_threads()
+    assert count == 3 and "8 cores" in why and "5.40" in why
+    monkeypatch.setenv(rt.THREADS_ENV, "2")
+    assert rt.choose_threads() == (2, f"set by {rt.THREADS_ENV}")
+    assert rt.choose_threads(6) == (6, "set by threads option")
+    assert rt.choose_threads("auto")[0] == 2
+
+
+@pytest.mark.parametrize("bad", ["two", "0", "-3"])
+def test_bad_thread_counts_name_the_field(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv(rt.THREADS_ENV, bad)
+    with pytest.raises(InputError, match=rt.THREADS_ENV) as err:
+        rt.choose_threads()
+    assert err.value.field == "threads"
+
+
+def test_apply_threads_sets_torch_and_logs_the_choice(caplog: pytest.LogCaptureFixture) -> None:
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.INFO, logger="xsafety.torch_runtime"):
+            assert rt.apply_threads(1) == 1
+        assert torch.get_num_threads() == 1
+        assert "torch threads: 1 (set by threads option)" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
+# -- packing --------------------------------------------------------------------------------------
+
+
+def test_causal_lm_packing_counts_prompt_plus_new_tokens() -> None:
+    sizes = [10, 3, 7, 25, 4, 9, 12]
+    cost = rt.causal_lm_cost(8)
+    batches = rt.pack_batches(sizes, 60, cost, max_rows=3)
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * (max(sizes[i] for i in batch) + 8) <= 60
+    # Sorted ascending, so each batch holds neighbours in length.
+    flat = [sizes[i] for b in batches for i in b]
+    assert flat == sorted(sizes)
+    # 25 + 8 = 33 fits alone, and 2 x 33 does not: the longest prompt runs by itself.
+    assert [3] in batches
+
+
+def test_seq2seq_packing_counts_beams_and_starts_with_the_longest() -> None:
+    sizes = [5, 40, 12, 3, 18]
+    batches = rt.pack_batches(sizes, 80, rt.seq2seq_cost(2), longest_first=True)
+    assert batches[0] == [1]  # 40 x 2 beams fills the budget alone
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(sizes[i] for i in batch) * 2 <= 80
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+
+
+def test_an_item_over_budget_gets_a_batch_of_its_own() -> None:
+    assert rt.pack_batches([500, 2, 3], 10, lambda rows, longest: rows * longest) == [[1, 2], [0]]
+    assert rt.pack_batches([], 10, lambda rows, longest: rows * longest) == []
+
+
+# -- the out-of-memory split ----------------------------------------------------------------------
+
+
+def test_oom_split_frees_the_failed_batch_before_retrying_the_halves(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[list[int]] = []
+    failed: list[weakref.ref[torch.Tensor]] = []
+    alive_at_retry: list[bool] = []
+
+    def step(part: Sequence[int]) -> list[str]:
+        calls.append(list(part))
+        if failed:
+            alive_at_retry.append(failed[0]() is not None)
+        activations = torch.ones(len(part), 1024)  # what a real forward pass would hold
+        if len(calls) == 1:
+            failed.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return [f"done {i}" for i in part]
+
+    with caplog.at_level(logging.WARNING, logger="xsafety.torch_runtime"):
+        out = rt.run_split_on_oom(list(range(5)), step, lambda i: f"too big {i}", device="cpu")
+    assert out == [f"done {i}" for i in range(5)]
+    assert calls == [[0, 1, 2, 3, 4], [0, 1], [2, 3, 4]]
+    # The failed attempt's tensors were gone before the first half started.
+    assert alive_at_retry == [False, False]
+    assert "out of memory at batch 5: retrying as batches of 2 and 3" in caplog.text
+
+
+def test_oom_split_gives_up_on_single_items_only() -> None:
+    def step(part: Sequence[int]) -> list[str]:
+        if 3 in part:
+            raise torch.OutOfMemoryError("simulated")
+        return [f"ok {i}" for i in part]
+
+    out = rt.run_split_on_oom([0, 1, 2, 3, 4, 5], step, lambda i: f"too big {i}", device="cpu")
+    assert out == ["ok 0", "ok 1", "ok 2", "too big 3", "ok 4", "ok 5"]
+
+
+def test_other_errors_are_not_swallowed_by_the_split() -> None:
+    def step(part: Sequence[int]) -> list[int]:
+        raise ValueError("a real bug")
+
+    with pytest.raises(ValueError, match="a real bug"):
+        rt.run_split_on_oom([1, 2], step, lambda i: i, device="cpu")
+
+
+def test_free_memory_empties_the_cuda_cache_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    emptied: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    rt.free_memory("cpu")
+    assert emptied == []
+    rt.free_memory("cuda:0")
+    assert emptied == [True]
