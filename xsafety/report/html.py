@@ -35,6 +35,7 @@ from xsafety.report.markdown import (
     summary_rows,
     variants_file,
 )
+from xsafety.report.explorer import EXPLORER_SCRIPT, explorer_script_hash, render_explorer
 from xsafety.report.plots import HEATMAPS
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
     run = data.run
     csp = (
         "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-        f"script-src {script_hash()}; base-uri 'none'; form-action 'none'"
+        f"script-src {script_hash()} {explorer_script_hash()}; base-uri 'none'; form-action 'none'"
     )
     srows = summary_rows(t["summary"], harm=data.harm_judged, failure=data.failure_judged)
     for r in srows:
@@ -219,6 +220,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         r["_sort__refusal_gap"] = r.get("refusal_gap_pp")
     locales = [r["locale"] for r in srows]
     nav = " ".join(f'<a href="#loc-{escape(safe_name(loc))}">{escape(loc)}</a>' for loc in locales)
+    nav += ' &middot; <a href="#items">Items</a>'
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -256,6 +258,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         "<h2>Heatmaps</h2>",
         *(_image(images.get(name), alt) for name, (_, alt) in HEATMAPS.items()),
     ]
+    out.append(render_explorer(data))
     trust_rows = {r["locale"]: r for r in t["trust"].to_dicts()}
     counts = {r["locale"]: r["n"] for r in srows}
     focus = focus_metric(data)
@@ -327,6 +330,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         out.append(_examples(data, loc))
         out.append("</details>")
     out.append(f"<script>{SORT_SCRIPT}</script>")
+    out.append(f"<script>{EXPLORER_SCRIPT}</script>")
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -1,0 +1,311 @@
+"""Item-level data of a run: one row per response and judge mode, for the explorer, exports and notebooks.
+
+The report's tables are aggregates; this module keeps the evidence behind them. ``load_items``
+reads the same responses and verdicts the report counts (``xsafety.report.frame.load_run``: only
+the current cells and judge signatures) and joins on everything a reader needs to check one
+answer: the English prompt, the prompt as sent, the response, its back-translation, the ALERT
+category and the source set's own category, and each judge's label with its reason.
+
+Schema (``ITEM_SCHEMA``, one row per response x judge x mode; a response no judge has judged yet
+still has one row, with ``judge``/``mode``/``label`` null):
+
+==================  =========  ===========================================================
+column              type       meaning
+==================  =========  ===========================================================
+response_key        str        the response record's key (stable across reruns)
+model               str        the model signature
+model_name          str        the model as the report names it
+set                 str        the instruction set the prompt was asked from
+prompt_id           str        id within the set (``<id>~<attack>`` for attacked prompts)
+base_id             str        id of the English prompt it derives from
+locale              str        the language it was asked in (``en`` = baseline)
+resource            str        the locale's resource level (high, medium, low, unknown)
+attack              str        attack applied (``none`` without one)
+variant             str        system-prompt variant (``default`` without one)
+category            str        ALERT micro category (``uncategorised`` without one)
+macro               str        ALERT macro category
+source_category     str        the source set's own category: XSafety issue type, MultiJail
+                               tag, CatQA/HarmfulQA topic, ALERT category (``none``)
+english_prompt      str        the English prompt (the source of any translation)
+prompt_sent         str        the prompt as sent to the model (last user turn)
+response_text       str        the model's answer ("" when it failed)
+response_error      str        why generation failed (null when it did not)
+back_translation    str        the answer translated back into English (null in English or
+                               when not back-translated)
+judge               str        the judge signature
+mode                str        ``native`` or ``back-translated``
+label               str        the label as reports read it: refusal, safe, unsafe, invalid,
+                               or ``not_refused`` from a refusal-only judge (which cannot say
+                               "safe": it did not judge harm)
+judge_label         str        the label exactly as the judge stored it
+reason              str        the judge's reason: matched refusal phrase, guard category,
+                               ``unparsable``, the invalid reason ...
+harm_judged         bool       False when the judge only detects refusals
+primary             bool       True for the report's primary judge in native mode (the row
+                               every headline number counts)
+tr_accepted         bool       the translation passed the quality gates (null in English)
+==================  =========  ===========================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from xsafety.errors import InputError
+from xsafety.records import Prompt, Response, Verdict
+from xsafety.report.categories import UNCATEGORISED, macro_of
+from xsafety.report.frame import ENGLISH, PRIMARY_MODE, RunData, base_of, load_run
+from xsafety.store import Store
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("parquet", "jsonl", "csv")
+NOT_REFUSED = "not_refused"
+NO_SOURCE_CATEGORY = "none"
+# Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+ITEM_SCHEMA: dict[str, Any] = {
+    "response_key": pl.Utf8,
+    "model": pl.Utf8,
+    "model_name": pl.Utf8,
+    "set": pl.Utf8,
+    "prompt_id": pl.Utf8,
+    "base_id": pl.Utf8,
+    "locale": pl.Utf8,
+    "resource": pl.Utf8,
+    "attack": pl.Utf8,
+    "variant": pl.Utf8,
+    "category": pl.Utf8,
+    "macro": pl.Utf8,
+    "source_category": pl.Utf8,
+    "english_prompt": pl.Utf8,
+    "prompt_sent": pl.Utf8,
+    "response_text": pl.Utf8,
+    "response_error": pl.Utf8,
+    "back_translation": pl.Utf8,
+    "judge": pl.Utf8,
+    "mode": pl.Utf8,
+    "label": pl.Utf8,
+    "judge_label": pl.Utf8,
+    "reason": pl.Utf8,
+    "harm_judged": pl.Boolean,
+    "primary": pl.Boolean,
+    "tr_accepted": pl.Boolean,
+}
+
+
+def source_category(prompt: Prompt | None) -> str:
+    """The source set's own category of a prompt (XSafety issue type, MultiJail tag, CatQA topic ...).
+
+    Importers keep it where the source has it: XSafety's issue type in ``xsafety_type``; MultiJail's
+    tags and CatQA's and HarmfulQA's (category, subcategory) in ``tags``; ALERT's label is its own
+    category. The built-in set carries XSafety issue types.
+    """
+    if prompt is None:
+        return NO_SOURCE_CATEGORY
+    source = (prompt.source or "").lower()
+    if source in ("multijail", "catqa", "harmfulqa") and prompt.tags:
+        return str(prompt.tags[0])
+    if prompt.xsafety_type:
+        return str(prompt.xsafety_type)
+    if source == "alert" and prompt.category:
+        return prompt.category
+    own = [t for t in prompt.tags if ":" not in t]
+    return str(own[0]) if own else NO_SOURCE_CATEGORY
+
+
+def load_prompts(store: Store, sets: Iterable[str]) -> dict[tuple[str, str], Prompt]:
+    """(set, id) -> prompt: the run's own prompt snapshot first, then each set on disk."""
+    prompts = {(p.set, p.id): p for p in store.table(Prompt).load().values()}
+    have = {k[0] for k in prompts}
+    for name in sorted(set(sets) - have):
+        try:
+            from xsafety.taxonomy import load_set
+
+            for p in load_set(name):
+                prompts[(name, p.id)] = p
+        except Exception as exc:  # a set gone from disk costs its prompt texts, not the export
+            log.warning("items: cannot load prompt set %r: %s", name, exc)
+    return prompts
+
+
+def prompt_sent(response: Response) -> str:
+    """The last user turn of the messages a response answered (the prompt as the model saw it)."""
+    for message in reversed(response.messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return str(message.get("content", ""))
+    return ""
+
+
+def verdict_reason(v: Verdict) -> str:
+    """One line saying why a judge gave its label: its rationale, hazard categories, error or check."""
+    parts: list[str] = []
+    if v.rationale:
+        parts.append(v.rationale)
+    if v.categories and not any(c in v.rationale for c in v.categories):
+        parts.append("categories: " + ",".join(v.categories))
+    meta = v.meta if isinstance(v.meta, dict) else {}
+    if not parts and meta.get("phrase"):
+        parts.append(f"refusal phrase: {meta['phrase']!r}")
+    if v.error and v.error not in " ".join(parts):
+        parts.append(str(v.error))
+    if not parts and meta.get("check"):
+        parts.append(f"check: {meta['check']}")
+    return "; ".join(parts)
+
+
+def shown_label(label: str, harm_judged: bool) -> str:
+    """The label as reports read it: a refusal-only judge's "safe" only means "not refused"."""
+    return NOT_REFUSED if label == "safe" and not harm_judged else label
+
+
+def items_frame(run: RunData) -> pl.DataFrame:
+    """One row per response x judge x mode of a loaded run (schema ``ITEM_SCHEMA``)."""
+    store = Store(run.run_dir)
+    keys = set(run.verdicts.get_column("response_key").to_list())
+    responses = store.table(Response).load()
+    wanted = _current_response_keys(run, responses)
+    responses = {k: r for k, r in responses.items() if k in wanted or k in keys}
+    judges = set(run.judges)
+    by_response: dict[str, list[Verdict]] = {}
+    for v in store.table(Verdict).load().values():
+        if v.response_key in responses and v.judge in judges:
+            by_response.setdefault(v.response_key, []).append(v)
+    meta = {
+        r["response_key"]: r
+        for r in run.verdicts.select("response_key", "model_name", "resource", "tr_accepted").unique("response_key").to_dicts()
+    }
+    from xsafety.report.frame import model_names
+
+    names = model_names(responses.values(), run.info)
+    prompts = load_prompts(store, {base_of(r.set) for r in responses.values()})
+    rows: list[dict[str, Any]] = []
+    for r in sorted(responses.values(), key=lambda r: (r.prompt_id, r.locale != ENGLISH, r.locale, r.attack, r.variant, r.model)):
+        prompt = prompts.get((base_of(r.set), base_of(r.prompt_id)))
+        category = (prompt.category if prompt else str(r.meta.get("category", "") or "")) or ""
+        m = meta.get(r.key, {})
+        verdicts = _one_per_mode(by_response.get(r.key, []), run.primary_judge)
+        back = next((v.judged_text for v in verdicts if v.mode != PRIMARY_MODE and v.judged_text), None)
+        base = {
+            "response_key": r.key,
+            "model": r.model,
+            "model_name": m.get("model_name") or names.get(r.model, r.model),
+            "set": r.set,
+            "prompt_id": r.prompt_id,
+            "base_id": base_of(r.prompt_id),
+            "locale": r.locale,
+            "resource": m.get("resource") or run.locales.get(r.locale, "unknown"),
+            "attack": r.attack,
+            "variant": r.variant,
+            "category": category or UNCATEGORISED,
+            "macro": macro_of(category),
+            "source_category": source_category(prompt),
+            "english_prompt": prompt.text if prompt else None,
+            "prompt_sent": prompt_sent(r),
+            "response_text": r.text,
+            "response_error": r.error,
+            "back_translation": back,
+            "tr_accepted": m.get("tr_accepted"),
+        }
+        if not verdicts:
+            rows.append({**base, "judge": None, "mode": None, "label": None, "judge_label": None, "reason": None,
+                         "harm_judged": None, "primary": False})
+        for v in verdicts:
+            harm = bool(v.meta.get("harm_judged", True)) if isinstance(v.meta, dict) else True
+            rows.append({
+                **base,
+                "judge": v.judge,
+                "mode": v.mode,
+                "label": shown_label(v.label, harm),
+                "judge_label": v.label,
+                "reason": verdict_reason(v),
+                "harm_judged": harm,
+                "primary": v.judge == run.primary_judge and v.mode == PRIMARY_MODE,
+            })
+    return pl.DataFrame(rows, schema=ITEM_SCHEMA) if rows else pl.DataFrame(schema=ITEM_SCHEMA)
+
+
+def _one_per_mode(verdicts: list[Verdict], primary: str | None) -> list[Verdict]:
+    """One verdict per (judge, mode), primary judge first: a failed attempt kept beside the later
+    successful one (the store keeps both) is shown only when nothing succeeded."""
+    best: dict[tuple[str, str], Verdict] = {}
+    for v in verdicts:
+        slot = (v.judge, v.mode)
+        if slot not in best or (best[slot].error and not v.error):
+            best[slot] = v
+    return sorted(best.values(), key=lambda v: (v.judge != primary, v.judge, v.mode != PRIMARY_MODE))
+
+
+def _current_response_keys(run: RunData, responses: dict[str, Response]) -> set[str]:
+    """Responses the run's current config asks for (``cells.json``), else every stored one."""
+    from xsafety.report.frame import read_cells
+
+    cells = read_cells(run.run_dir)
+    return set(responses) if cells is None else {k for k in responses if k in cells}
+
+
+def load_items(run_dir: str | Path, primary_judge: str | None = None) -> pl.DataFrame:
+    """A run's items as a polars frame: one row per response and judge mode (``ITEM_SCHEMA``).
+
+    >>> from xsafety.api import load_items          # doctest: +SKIP
+    >>> items = load_items("xsafety-runs/default")  # doctest: +SKIP
+    >>> items.filter(primary=True).group_by("locale", "label").len()  # doctest: +SKIP
+    """
+    return items_frame(load_run(run_dir, primary_judge=primary_judge))
+
+
+def load_rates(run_dir: str | Path, policy: str | None = None, by: str = "locale") -> pl.DataFrame:
+    """A run's rates as the report computes them, as a polars frame.
+
+    ``by`` names a report breakdown: ``locale`` (rates and gaps per locale: the summary), or one of
+    ``macro``, ``micro``, ``type``, ``model``, ``attack``, ``variant`` (rates per locale and that).
+    """
+    from xsafety.report.build import BREAKDOWNS, compute
+
+    if by != "locale" and by not in BREAKDOWNS:
+        raise InputError(f"unknown breakdown {by!r}; one of: locale, {', '.join(BREAKDOWNS)}", field="by")
+    data = compute(run_dir, policy, breakdowns=by != "locale")
+    return data.summary if by == "locale" else data.tables[f"rates_locale_{by}"]
+
+
+def neutralise_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe; others unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_items(items: pl.DataFrame, path: str | Path, fmt: str) -> Path:
+    """Write an items frame as ``parquet``, ``jsonl`` or ``csv`` (CSV formula cells neutralised)."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; one of: {', '.join(FORMATS)}", field="format")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        items.write_parquet(out)
+    elif fmt == "jsonl":
+        items.write_ndjson(out)
+    else:
+        # Written row by row through the csv module so that every text cell is checked, in any column.
+        with out.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(items.columns)
+            for row in items.iter_rows():
+                writer.writerow(["" if v is None else neutralise_cell(v) for v in row])
+    return out
+
+
+def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, primary_judge: str | None = None) -> tuple[Path, int]:
+    """Write a run's items to ``out`` (default ``RUN_DIR/export/items.<fmt>``); returns (path, rows)."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; one of: {', '.join(FORMATS)}", field="format")
+    items = load_items(run_dir, primary_judge=primary_judge)
+    path = Path(out) if out is not None else Path(run_dir) / "export" / f"items.{fmt}"
+    return write_items(items, path, fmt), items.height
