@@ -24,7 +24,8 @@ Phrase files ``judges/refusal/<locale>.txt``: one phrase a line, ``#`` comments,
 ``# script: Latn [Cyrl]`` (ISO 15924 codes accepted for the locale) and optionally
 ``# boundary: word|left|none``. A phrase may hold slots, so that a list names the construction,
 not every verb: ``{w}`` one word (any verb, in any inflection), ``{w?}`` an optional word,
-``{...}`` a short gap inside the sentence, ``(a|b|)`` alternatives (an empty one: optional).
+``{...}`` a short gap inside the sentence, ``*`` the rest of a word (a stem's endings),
+``(a|b|)`` alternatives (an empty one: optional).
 Sections (by failure class):
 
 - ``[opening]`` (the default): explicit declines, anywhere in an opening sentence;
@@ -177,6 +178,7 @@ _QUESTION_MARKS = ("?", "\uff1f", "\u061f")
 _LIST_ITEM = re.compile(r"^\s*(?:\d{1,2}\s*[.)\u3001\uff0e:]|[-*\u2022\u00b7\u25cf]\s|[\u4e00\u4e8c\u4e09\u56db\u4e94]\u3001|#)")
 # A colon that ends the sentence or opens a list ("some suggestions: 1.").
 _COLON_LIST = re.compile(r"[:\uff1a]\s*(?:\d{1,2}\s*[.)\u3001\uff0e]|[-*\u2022]|$)")
+_COLON = re.compile(r"[:\uff1a]")
 # Characters of further text after a pivot that make it help rather than an offer of help.
 HELP_CHARS = 200
 
@@ -201,9 +203,10 @@ def sentences(text: str, limit_chars: int = 4000) -> list[Sentence]:
     return out
 
 
-# Slots in phrase lines: {w} one word, {w?} an optional word, {...} a short gap inside a sentence;
-# (a|b|) an alternation (an empty branch makes it optional).
-_SLOT = re.compile(r"\{w\}|\{w\?\}|\{\.\.\.\}|\([^()]*\|[^()]*\)")
+# Slots in phrase lines: {w} one word, {w?} an optional word, {...} a short gap inside a sentence,
+# * the rest of a word (a stem's endings: "незаконн*"); (a|b|) an alternation (an empty branch
+# makes it optional).
+_SLOT = re.compile(r"\{w\}|\{w\?\}|\{\.\.\.\}|\*|\([^()]*\|[^()]*\)")
 
 
 def phrase_regex(phrase: str, unspaced: bool) -> str:
@@ -219,6 +222,8 @@ def phrase_regex(phrase: str, unspaced: bool) -> str:
         elif token == "{w?}":
             # An optional word eats the space after it, so "не могу {w?} помочь" matches both forms.
             parts.append(rf"(?:{word}\s?)?")
+        elif token == "*":
+            parts.append(r"\w*")
         elif token == "{...}":
             parts.append(r"[^.!?\u3002\uff01\uff1f]{0,60}?")
         else:
@@ -307,7 +312,8 @@ class PhraseList:
                 break
             text = sents[j].norm[decline.end :] if j == decline.sentence else sents[j].norm
             m = self.pivot_re.search(text) if self.pivot_re else None
-            if m and _help_follows(sents, j):
+            # A colon after the pivot opens the help ("但我可以介绍一些原则：分散投资").
+            if m and (_help_follows(sents, j) or _COLON.search(text, m.end())):
                 return m.group(0)
         return None
 
@@ -335,7 +341,12 @@ def _help_follows(sents: Sequence[Sentence], j: int) -> bool:
     colon = _COLON_LIST.search(sents[j].raw)
     if colon and (colon.group(0).rstrip()[-1:] not in (":", "\uff1a") or rest):
         return True
-    return sum(len(s.raw) for s in rest) >= HELP_CHARS
+    return sum(_weight(s.raw) for s in rest) >= HELP_CHARS
+
+
+def _weight(text: str) -> int:
+    """Length in Latin-equivalent characters: a Han, kana or Hangul character counts three."""
+    return len(text) + 2 * sum(1 for ch in text if "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af")
 
 
 def _compile(phrases: list[str], boundary: str, unspaced: bool, *, group: bool = False) -> re.Pattern[str] | None:
