@@ -14,7 +14,7 @@ from xsafety.records import Response, Verdict, stable_hash
 from xsafety.report import build_report
 from xsafety.report.build import compute
 from xsafety.report.explorer import EN_REFUSED, LOCALE_REFUSED, embed_json, explorer_payload, flipped_pairs
-from xsafety.export import items_frame
+from xsafety.export import item_rows, items_frame
 from xsafety.report.synthetic import SYNTH_JUDGE, SYNTH_MODEL, Outcome, make_prompts, make_translation, random_run, write_run
 from xsafety.store import Store
 
@@ -26,8 +26,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_one_record_per_response_with_every_verdict(run: Path) -> None:
     data = compute(run, breakdowns=False)
-    items = items_frame(data.run)
-    payload = explorer_payload(data, items)
+    payload = explorer_payload(data, item_rows(data.run))
     assert len(payload["rows"]) == data.run.n_responses == 180
     f = payload["fields"]
     labels = payload["lookups"]["label"]
@@ -53,7 +52,7 @@ def test_flipped_pairs_are_the_mcnemar_discordant_pairs(run: Path) -> None:
 
 def test_flipped_pair_points_at_both_answers(run: Path) -> None:
     data = compute(run, breakdowns=False)
-    payload = explorer_payload(data, items_frame(data.run))
+    payload = explorer_payload(data, item_rows(data.run))
     f, lk = payload["fields"], payload["lookups"]
     assert payload["pairs"]
     for loc, direction, en_row, loc_row in payload["pairs"]:
@@ -97,7 +96,7 @@ def test_refusal_only_judge_never_says_safe(tmp_path: Path) -> None:
                 for i, p in enumerate(prompts) for loc in ("en", "es")]
     run = write_run(tmp_path / "run", prompts, outcomes, translations=[make_translation(p, "es") for p in prompts])
     data = compute(run, breakdowns=False)
-    payload = explorer_payload(data, items_frame(data.run))
+    payload = explorer_payload(data, item_rows(data.run))
     assert "safe" not in payload["lookups"]["label"]
     assert set(payload["lookups"]["label"]) == {"refusal", "not_refused"}
 

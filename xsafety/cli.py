@@ -6,12 +6,13 @@ CliRunner; the work itself lives in the library modules.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
 import typer
 
-from xsafety.commands import generate, judge, locales, report, run, sets, translate
+from xsafety.commands import annotate, export, generate, judge, locales, report, run, sets, translate
 from xsafety.errors import XSafetyError
 
 app = typer.Typer(
@@ -45,20 +46,63 @@ app.add_typer(translate.app, name="translate", help="Translate a set into locale
 app.command("generate", help="Ask a target model every accepted prompt, per locale.")(generate.generate_command)
 app.add_typer(judge.app, name="judge", help="Judge stored responses; `eval` scores a judge against human labels.")
 app.add_typer(report.app, name="report", help="Write the cross-lingual report of a run; `compare` puts runs side by side.")
+app.add_typer(annotate.app, name="annotate", help="Native-speaker labels: export a sample page, import labels, calibrate the judge.")
 app.command("run", help="Run the whole evaluation from a TOML config (or the built-in default).")(run.run_command)
 app.command("status", help="Show per-stage progress of a run directory.")(run.status_command)
+app.command("export", help="Write a run's items (every response, each judge's label and reason) as Parquet, JSONL or CSV.")(
+    export.export_command
+)
+
+
+# typer >= 0.16 vendors its own click, whose exceptions are not ``click.ClickException``: take the
+# base class from typer's own hierarchy so this works with either.
+_CLICK_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+INTERRUPTED = "interrupted: finished records are stored; rerun the same command to resume"
+# What the machine, not the user, got wrong: worth one clear line, not a traceback.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def main() -> None:
-    """Console entry point: user errors become one line and exit code 2."""
+    """Console entry point: user errors become one line and exit code 2; an interrupt, a full disk
+    or another system error one line and exit 130 or 1. Tracebacks are left to real bugs."""
     try:
-        app()
+        # Not standalone: click would otherwise turn Ctrl-C into a silent exit 130 before we see it.
+        code = app(standalone_mode=False)
     except XSafetyError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(2)
+        _error(str(exc), 2)
+    except typer.Abort:
+        _error("aborted", 1)
+    except _CLICK_ERROR as exc:
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
     except KeyboardInterrupt:
-        typer.secho("interrupted: finished records are stored; rerun the same command to resume", err=True)
-        sys.exit(130)
+        _interrupted()
+    except OSError as exc:
+        _error(os_error_line(exc), 1)
+    except UnicodeError as exc:
+        _error(f"text that cannot be encoded ({exc.reason}): {exc.encoding} {type(exc).__name__}", 1)
+    # typer turns Ctrl-C into exit code 130 (and nothing else here exits 130).
+    if code == 130:
+        _interrupted()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a system error: what happened, to which file, and what to do."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno in _DISK_FULL:
+        return f"{where}no space left on the device; free some and rerun the same command (finished records are kept)"
+    return f"{where}{exc.strerror or exc}"
+
+
+def _error(message: str, code: int) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def _interrupted() -> None:
+    typer.secho(INTERRUPTED, err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

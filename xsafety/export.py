@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,26 +136,30 @@ def load_prompts(store: Store, sets: Iterable[str]) -> dict[tuple[str, str], Pro
     return prompts
 
 
-def prompt_sent(response: Response) -> str:
+def prompt_sent(messages: Iterable[Any]) -> str:
     """The last user turn of the messages a response answered (the prompt as the model saw it)."""
-    for message in reversed(response.messages):
+    for message in reversed(list(messages)):
         if isinstance(message, dict) and message.get("role") == "user":
             return str(message.get("content", ""))
     return ""
 
 
-def verdict_reason(v: Verdict) -> str:
-    """One line saying why a judge gave its label: its rationale, hazard categories, error or check."""
+def verdict_reason(v: dict[str, Any]) -> str:
+    """One line saying why a judge gave its label (a stored verdict row): its rationale, hazard
+    categories, error or check."""
     parts: list[str] = []
-    if v.rationale:
-        parts.append(v.rationale)
-    if v.categories and not any(c in v.rationale for c in v.categories):
-        parts.append("categories: " + ",".join(v.categories))
-    meta = v.meta if isinstance(v.meta, dict) else {}
+    rationale = str(v.get("rationale") or "")
+    if rationale:
+        parts.append(rationale)
+    categories = [str(c) for c in v.get("categories") or ()]
+    if categories and not any(c in rationale for c in categories):
+        parts.append("categories: " + ",".join(categories))
+    meta = v.get("meta") if isinstance(v.get("meta"), dict) else {}
     if not parts and meta.get("phrase"):
         parts.append(f"refusal phrase: {meta['phrase']!r}")
-    if v.error and v.error not in " ".join(parts):
-        parts.append(str(v.error))
+    error = v.get("error")
+    if error and str(error) not in " ".join(parts):
+        parts.append(str(error))
     if not parts and meta.get("check"):
         parts.append(f"check: {meta['check']}")
     return "; ".join(parts)
@@ -166,89 +170,114 @@ def shown_label(label: str, harm_judged: bool) -> str:
     return NOT_REFUSED if label == "safe" and not harm_judged else label
 
 
-def items_frame(run: RunData) -> pl.DataFrame:
-    """One row per response x judge x mode of a loaded run (schema ``ITEM_SCHEMA``)."""
+def _records(store: Store, cls: type[Response] | type[Verdict]) -> Iterator[dict[str, Any]]:
+    """Stored rows of a table as plain dicts, the first copy of a key winning as in ``Table.load``.
+
+    Plain dicts, not records: building 80,000 frozen records costs seconds an explorer page
+    should not wait for.
+    """
+    seen: set[str] = set()
+    for row in store.table(cls).iter_dicts():
+        key = row.get("key")
+        if not isinstance(key, str) or key in seen:
+            continue
+        seen.add(key)
+        yield row
+
+
+def item_rows(run: RunData) -> list[dict[str, Any]]:
+    """One dict per response x judge x mode of a loaded run (keys of ``ITEM_SCHEMA``), grouped by response."""
     store = Store(run.run_dir)
-    keys = set(run.verdicts.get_column("response_key").to_list())
-    responses = store.table(Response).load()
-    wanted = _current_response_keys(run, responses)
-    responses = {k: r for k, r in responses.items() if k in wanted or k in keys}
+    judged = set(run.verdicts.get_column("response_key").to_list())
+    from xsafety.report.frame import read_cells
+
+    cells = read_cells(run.run_dir)
+    responses = [r for r in _records(store, Response) if r["key"] in judged or cells is None or r["key"] in cells]
+    keys = {r["key"] for r in responses}
     judges = set(run.judges)
-    by_response: dict[str, list[Verdict]] = {}
-    for v in store.table(Verdict).load().values():
-        if v.response_key in responses and v.judge in judges:
-            by_response.setdefault(v.response_key, []).append(v)
-    meta = {
-        r["response_key"]: r
-        for r in run.verdicts.select("response_key", "model_name", "resource", "tr_accepted").unique("response_key").to_dicts()
-    }
+    by_response: dict[str, list[dict[str, Any]]] = {}
+    for v in _records(store, Verdict):
+        if v.get("response_key") in keys and v.get("judge") in judges:
+            by_response.setdefault(v["response_key"], []).append(v)
+    meta_cols = run.verdicts.select("response_key", "model_name", "resource", "tr_accepted").unique("response_key")
+    meta = {k: (n, res, acc) for k, n, res, acc in meta_cols.iter_rows()}
     from xsafety.report.frame import model_names
 
-    names = model_names(responses.values(), run.info)
-    prompts = load_prompts(store, {base_of(r.set) for r in responses.values()})
+    names = model_names([Response.from_dict(r) for r in _first_per_model(responses)], run.info)
+    prompts = load_prompts(store, {base_of(str(r.get("set", ""))) for r in responses})
     rows: list[dict[str, Any]] = []
-    for r in sorted(responses.values(), key=lambda r: (r.prompt_id, r.locale != ENGLISH, r.locale, r.attack, r.variant, r.model)):
-        prompt = prompts.get((base_of(r.set), base_of(r.prompt_id)))
-        category = (prompt.category if prompt else str(r.meta.get("category", "") or "")) or ""
-        m = meta.get(r.key, {})
-        verdicts = _one_per_mode(by_response.get(r.key, []), run.primary_judge)
-        back = next((v.judged_text for v in verdicts if v.mode != PRIMARY_MODE and v.judged_text), None)
+    responses.sort(key=lambda r: (r["prompt_id"], r["locale"] != ENGLISH, r["locale"], r.get("attack", "none"),
+                                  r.get("variant", "default"), r["model"]))
+    for r in responses:
+        prompt = prompts.get((base_of(r["set"]), base_of(r["prompt_id"])))
+        rmeta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
+        category = (prompt.category if prompt else str(rmeta.get("category", "") or "")) or ""
+        name, resource, accepted = meta.get(r["key"], (None, None, None))
+        verdicts = _one_per_mode(by_response.get(r["key"], []), run.primary_judge)
+        back = next((v.get("judged_text") for v in verdicts if v["mode"] != PRIMARY_MODE and v.get("judged_text")), None)
         base = {
-            "response_key": r.key,
-            "model": r.model,
-            "model_name": m.get("model_name") or names.get(r.model, r.model),
-            "set": r.set,
-            "prompt_id": r.prompt_id,
-            "base_id": base_of(r.prompt_id),
-            "locale": r.locale,
-            "resource": m.get("resource") or run.locales.get(r.locale, "unknown"),
-            "attack": r.attack,
-            "variant": r.variant,
+            "response_key": r["key"],
+            "model": r["model"],
+            "model_name": name or names.get(r["model"], r["model"]),
+            "set": r["set"],
+            "prompt_id": r["prompt_id"],
+            "base_id": base_of(r["prompt_id"]),
+            "locale": r["locale"],
+            "resource": resource or run.locales.get(r["locale"], "unknown"),
+            "attack": r.get("attack", "none"),
+            "variant": r.get("variant", "default"),
             "category": category or UNCATEGORISED,
             "macro": macro_of(category),
             "source_category": source_category(prompt),
             "english_prompt": prompt.text if prompt else None,
-            "prompt_sent": prompt_sent(r),
-            "response_text": r.text,
-            "response_error": r.error,
+            "prompt_sent": prompt_sent(r.get("messages") or ()),
+            "response_text": r.get("text", ""),
+            "response_error": r.get("error"),
             "back_translation": back,
-            "tr_accepted": m.get("tr_accepted"),
+            "tr_accepted": accepted,
         }
         if not verdicts:
             rows.append({**base, "judge": None, "mode": None, "label": None, "judge_label": None, "reason": None,
                          "harm_judged": None, "primary": False})
         for v in verdicts:
-            harm = bool(v.meta.get("harm_judged", True)) if isinstance(v.meta, dict) else True
+            vmeta = v.get("meta") if isinstance(v.get("meta"), dict) else {}
+            harm = bool(vmeta.get("harm_judged", True))
             rows.append({
                 **base,
-                "judge": v.judge,
-                "mode": v.mode,
-                "label": shown_label(v.label, harm),
-                "judge_label": v.label,
+                "judge": v["judge"],
+                "mode": v["mode"],
+                "label": shown_label(v["label"], harm),
+                "judge_label": v["label"],
                 "reason": verdict_reason(v),
                 "harm_judged": harm,
-                "primary": v.judge == run.primary_judge and v.mode == PRIMARY_MODE,
+                "primary": v["judge"] == run.primary_judge and v["mode"] == PRIMARY_MODE,
             })
+    return rows
+
+
+def _first_per_model(responses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One response per model signature: all ``model_names`` needs to name them."""
+    first: dict[str, dict[str, Any]] = {}
+    for r in responses:
+        first.setdefault(r["model"], r)
+    return list(first.values())
+
+
+def items_frame(run: RunData) -> pl.DataFrame:
+    """One row per response x judge x mode of a loaded run (schema ``ITEM_SCHEMA``)."""
+    rows = item_rows(run)
     return pl.DataFrame(rows, schema=ITEM_SCHEMA) if rows else pl.DataFrame(schema=ITEM_SCHEMA)
 
 
-def _one_per_mode(verdicts: list[Verdict], primary: str | None) -> list[Verdict]:
+def _one_per_mode(verdicts: list[dict[str, Any]], primary: str | None) -> list[dict[str, Any]]:
     """One verdict per (judge, mode), primary judge first: a failed attempt kept beside the later
     successful one (the store keeps both) is shown only when nothing succeeded."""
-    best: dict[tuple[str, str], Verdict] = {}
+    best: dict[tuple[str, str], dict[str, Any]] = {}
     for v in verdicts:
-        slot = (v.judge, v.mode)
-        if slot not in best or (best[slot].error and not v.error):
+        slot = (v["judge"], v["mode"])
+        if slot not in best or (best[slot].get("error") and not v.get("error")):
             best[slot] = v
-    return sorted(best.values(), key=lambda v: (v.judge != primary, v.judge, v.mode != PRIMARY_MODE))
-
-
-def _current_response_keys(run: RunData, responses: dict[str, Response]) -> set[str]:
-    """Responses the run's current config asks for (``cells.json``), else every stored one."""
-    from xsafety.report.frame import read_cells
-
-    cells = read_cells(run.run_dir)
-    return set(responses) if cells is None else {k for k in responses if k in cells}
+    return sorted(best.values(), key=lambda v: (v["judge"] != primary, v["judge"], v["mode"] != PRIMARY_MODE))
 
 
 def load_items(run_dir: str | Path, primary_judge: str | None = None) -> pl.DataFrame:

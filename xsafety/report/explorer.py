@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterator
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -321,8 +322,23 @@ def flipped_pairs(primary: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def explorer_payload(data: "ReportData", items: pl.DataFrame) -> dict[str, Any]:
-    """The explorer's JSON: one record per response (``fields`` names the positions), lookups, pairs."""
+def _by_response(items: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Runs of consecutive item rows of one response (``item_rows`` keeps a response's rows together)."""
+    group: list[dict[str, Any]] = []
+    for row in items:
+        if group and row["response_key"] != group[0]["response_key"]:
+            yield group
+            group = []
+        group.append(row)
+    if group:
+        yield group
+
+
+def explorer_payload(data: "ReportData", items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The explorer's JSON: one record per response (``fields`` names the positions), lookups, pairs.
+
+    ``items`` are ``xsafety.export.item_rows`` (one dict per response x judge x mode).
+    """
     lookups = {name: _Index() for name in LOOKUPS}
     english = _Index()
     rows: list[list[Any]] = []
@@ -330,11 +346,11 @@ def explorer_payload(data: "ReportData", items: pl.DataFrame) -> dict[str, Any]:
     fields = ["prompt_id", "locale", "category", "macro", "source_category", "attack", "variant", "model_name",
               "english", "sent", "response", "back", "error", "label", "verdicts"]
     fpos = {name: i for i, name in enumerate(fields)}
-    for part in items.partition_by("response_key", maintain_order=True):
-        first = part.row(0, named=True)
+    for part in _by_response(items):
+        first = part[0]
         verdicts = []
         label = -1
-        for v in part.iter_rows(named=True):
+        for v in part:
             if v["judge"] is None:
                 continue
             verdicts.append([lookups["judge"].index(v["judge"]), lookups["mode"].index(v["mode"]),
@@ -381,12 +397,12 @@ def embed_json(payload: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render_explorer(data: "ReportData", items: pl.DataFrame | None = None) -> str:
+def render_explorer(data: "ReportData", items: list[dict[str, Any]] | None = None) -> str:
     """The explorer section of ``index.html``: markup, embedded data and the fixed script."""
     if items is None:
-        from xsafety.export import items_frame
+        from xsafety.export import item_rows
 
-        items = items_frame(data.run)
+        items = item_rows(data.run)
     payload = explorer_payload(data, items)
     n = len(payload["rows"])
     selects = "".join(
