@@ -54,6 +54,7 @@ from typing import Any
 
 from xsafety.errors import ConfigError, InputError
 from xsafety.models.base import Decoding
+from xsafety.validate import decoding_problems, model_option_problem
 
 ENGLISH = "en"
 COMMITTED = "committed"
@@ -288,20 +289,31 @@ def parse_config(data: dict[str, Any], *, text: str = "", source: str = "") -> R
     run = {**top, **run_table}
     p.check_keys(run, "run")
 
-    run_dir = Path(run.get("dir", DEFAULT_RUN_DIR)).expanduser()
+    raw_dir = run.get("dir", DEFAULT_RUN_DIR)
+    if not raw_dir.strip():
+        # Path("") is the current directory: a run would scatter its tables over it.
+        raise p.err("must name a folder (an empty dir would write into the current directory)", "run", "dir")
+    run_dir = Path(raw_dir).expanduser()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise p.err(f"{run_dir} is a file, not a run directory", "run", "dir")
     sets = tuple(run.get("sets", ["builtin"]))
     if not sets:
         raise p.err("needs at least one set", "run", "sets")
+    if len(set(sets)) != len(sets):
+        raise p.err(f"set '{_first_repeat(list(sets))}' is listed twice", "run", "sets")
     raw_locales = run.get("locales", COMMITTED)
-    locales = (COMMITTED,) if raw_locales == COMMITTED else tuple(dict.fromkeys(raw_locales))
+    locales = (COMMITTED,) if raw_locales == COMMITTED else _parse_locales(p, raw_locales)
     if not locales:
         raise p.err(f'needs at least one locale (or "{COMMITTED}")', "run", "locales")
     limit = run.get("limit", 0)
     if limit < 0:
         raise p.err("must be 0 (all prompts) or a positive number", "run", "limit")
-    judges = tuple(dict.fromkeys(run.get("judges", ["default"])))
+    judges = tuple(run.get("judges", ["default"]))
     if not judges:
         raise p.err("needs at least one judge", "run", "judges")
+    if len(set(judges)) != len(judges):
+        raise p.err(f"judge '{_first_repeat(list(judges))}' is listed twice", "run", "judges")
+    _check_judge_definitions(p, judges)
     primary = run.get("primary_judge", judges[0])
     if primary not in judges:
         raise p.err(f"primary judge '{primary}' is not one of judges {list(judges)}", "run", "primary_judge")
@@ -323,18 +335,21 @@ def parse_config(data: dict[str, Any], *, text: str = "", source: str = "") -> R
 
     models = _parse_models(p)
     dec = p.section("decoding")
+    values = {
+        "max_new_tokens": dec.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS),
+        "temperature": dec.get("temperature", 0.0),
+        "top_p": dec.get("top_p", 1.0),
+        "seed": dec.get("seed", 0),
+    }
+    for key, problem in decoding_problems(**values):
+        # nan and inf are valid TOML floats; they pass every "< 0" test and break sampling later.
+        raise p.err(problem, "decoding", key)
     decoding = Decoding(
-        max_new_tokens=dec.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS),
-        temperature=float(dec.get("temperature", 0.0)),
-        top_p=float(dec.get("top_p", 1.0)),
-        seed=dec.get("seed", 0),
+        max_new_tokens=values["max_new_tokens"],
+        temperature=float(values["temperature"]),
+        top_p=float(values["top_p"]),
+        seed=values["seed"],
     )
-    if decoding.max_new_tokens < 1:
-        raise p.err("must be at least 1", "decoding", "max_new_tokens")
-    if decoding.temperature < 0:
-        raise p.err("must be 0 (greedy) or positive", "decoding", "temperature")
-    if not 0 < decoding.top_p <= 1:
-        raise p.err("must be in (0, 1]", "decoding", "top_p")
     variants = _parse_variants(p)
     report = p.section("report")
     return RunConfig(
@@ -401,22 +416,106 @@ def _parse_models(p: _Parser) -> tuple[ModelConfig, ...]:
         p.check_keys(table, "models", i)
         if "spec" not in table:
             raise p.err("every [[models]] table needs a spec (e.g. spec = \"smollm2\")", "models", "spec", i)
-        try:
-            from xsafety.models.spec import parse_spec
+        from xsafety.models.spec import OPTIONS, parse_spec
 
-            parse_spec(table["spec"])
-        except ImportError:  # pragma: no cover - the generation core ships with xsafety
-            pass
+        try:
+            parsed = parse_spec(table["spec"])
         except InputError as exc:
             raise p.err(exc.message, "models", "spec", i) from None
         name = table.get("name", table["spec"])
+        if not name.strip():
+            raise p.err("must not be empty", "models", "name", i)
         options = {k: v for k, v in table.items() if k not in ("spec", "name")}
+        # Options are checked here, not when the model loads: a typo or a value out of range must
+        # stop the run before hours of work on the models listed before this one.
+        for key, value in options.items():
+            if key not in OPTIONS[parsed.kind]:
+                allowed = ", ".join(sorted(OPTIONS[parsed.kind]))
+                raise p.err(f"'{key}' does not apply to {parsed.kind} models (allowed: {allowed})", "models", key, i)
+            problem = model_option_problem(key, value)
+            if problem:
+                raise p.err(problem, "models", key, i)
         out.append(ModelConfig(table["spec"], name, options))
     names = [m.name for m in out]
     for i, name in enumerate(names):
         if names.index(name) != i:
             raise p.err(f"two models are named '{name}'; give each a distinct name", "models", "name", i)
     return tuple(out)
+
+
+def _first_repeat(values: list[str]) -> str:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            return v
+        seen.add(v)
+    return ""
+
+
+def _parse_locales(p: _Parser, raw: list[str]) -> tuple[str, ...]:
+    """Locale codes in the registry's spelling (``ES`` -> ``es``); a code listed twice is an error.
+
+    An unknown code is kept as written: ``validate_names`` reports it with close matches.
+    """
+    from xsafety.locales import get_locale
+
+    out: list[str] = []
+    for code in raw:
+        try:
+            canonical = get_locale(code.strip()).code
+        except InputError:
+            canonical = code
+        if canonical in out:
+            same = f" (as '{code}')" if code != canonical else ""
+            raise p.err(f"locale '{canonical}' is listed twice{same}", "run", "locales")
+        out.append(canonical)
+    return tuple(out)
+
+
+def _check_judge_definitions(p: _Parser, judges: tuple[str, ...]) -> None:
+    """Every judge definition the run names (and every ensemble member) has a known ``kind``.
+
+    Runs at config load: a bad judge file would otherwise be found only after generation. An
+    unknown judge *name* is left to ``validate_names``, which suggests close names.
+    """
+    from xsafety.judges import KINDS, judge_path, read_definition
+
+    seen: set[Path] = set()
+    todo = list(judges)
+    while todo:
+        name = todo.pop(0)
+        try:
+            path = judge_path(name)
+        except InputError:
+            continue
+        if path in seen:
+            continue
+        seen.add(path)
+        definition = read_definition(path)
+        loc = _Locator(path.read_text(encoding="utf-8", errors="replace"))
+        kind = definition.get("kind")
+        if kind not in KINDS:
+            what = "no 'kind'" if kind is None else f"unknown judge kind {kind!r}"
+            raise ConfigError(f"{what}; expected one of {', '.join(KINDS)}", file=path, line=loc.line(None, "kind"), field="kind")
+        if kind == "ensemble":
+            members = definition.get("members")
+            if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+                raise ConfigError("must be a list of judge names", file=path, line=loc.line(None, "members"), field="members")
+            for member in members:
+                # Resolved as EnsembleJudge does: a relative .toml path is taken from the ensemble's folder.
+                if member.endswith(".toml") and not Path(member).is_absolute():
+                    member = str(path.parent / member)
+                try:
+                    todo.append(str(judge_path(member)))
+                except InputError as exc:
+                    raise ConfigError(exc.message, file=path, line=loc.line(None, "members"), field="members") from None
+        if kind == "llm" and isinstance(definition.get("model"), str):
+            from xsafety.models.spec import parse_spec
+
+            try:
+                parse_spec(definition["model"])
+            except InputError as exc:
+                raise ConfigError(exc.message, file=path, line=loc.line(None, "model"), field="model") from None
 
 
 def _parse_variants(p: _Parser) -> tuple[VariantConfig, ...]:

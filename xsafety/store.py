@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from xsafety.errors import RunLockedError
+from xsafety.errors import InputError, RunLockedError
 from xsafety.records import Record
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,17 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise ``RunLockedError`` naming the holder."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Take the lock or raise ``RunLockedError`` naming the holder (``InputError`` when the
+        run directory is a file, or its lock file a folder)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError("is a file, not a run directory", file=self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise InputError("cannot be created: a file is in the way on its path", file=self.root) from None
         path = self.root / LOCK_NAME
+        if path.is_dir():
+            raise InputError("is a folder, not the run's lock file; remove it (the lock is made anew)", file=path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -111,7 +119,7 @@ class Table(Generic[R]):
         """Shard files in creation order (their names start with a sortable time)."""
         if not self.dir.is_dir():
             return []
-        return sorted(self.dir.glob("*.jsonl"))
+        return sorted(p for p in self.dir.glob("*.jsonl") if p.is_file())
 
     def iter_dicts(self) -> Iterator[dict[str, Any]]:
         """Every intact stored row as a dict, torn and corrupt lines skipped with a warning."""

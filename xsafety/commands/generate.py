@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import typer
 
+from pathlib import Path
+
 from xsafety.commands.common import fail, split_list
 from xsafety.errors import InputError, XSafetyError
+from xsafety.validate import decoding_problems, model_option_problem
+
+
+def _locales(value: str) -> list[str]:
+    """The ``--locales`` codes in the registry's spelling (``ES`` -> ``es``), each once."""
+    from xsafety.locales import get_locale
+
+    wanted: list[str] = []
+    for code in split_list(value):
+        try:
+            canonical = get_locale(code).code  # an unknown locale is a typo, not "nothing to generate"
+        except InputError as exc:
+            raise InputError(exc.message, field="--locales") from None
+        if canonical in wanted:
+            raise InputError(f"locale '{canonical}' is given twice", field="--locales")
+        wanted.append(canonical)
+    if not wanted:
+        raise InputError("no locales given", field="--locales")
+    return wanted
 
 
 def generate_command(
@@ -31,15 +52,22 @@ def generate_command(
     from xsafety.store import Store
 
     try:
-        wanted = split_list(locales)
-        if not wanted:
-            raise InputError("no locales given", field="locales")
-        from xsafety.locales import get_locale
-
-        for code in wanted:
-            get_locale(code)  # an unknown locale is a typo, not "nothing to translate"
+        wanted = _locales(locales)
         if limit is not None and limit < 1:
             raise InputError("--limit must be at least 1", field="limit")
+        # Every option is checked before a prompt is loaded or a model built, and nothing is
+        # stored on a bad value (a negative token budget or top_p 7 once reached the records).
+        for name, problem in decoding_problems(max_new_tokens, temperature, top_p, seed):
+            raise InputError(problem, field=f"--{name.replace('_', '-')}")
+        for name, value in (("concurrency", concurrency), ("batch_tokens", batch_tokens), ("api_key_env", api_key_env), ("device", device)):
+            problem = None if value is None else model_option_problem(name, value)
+            if problem:
+                raise InputError(problem, field=f"--{name.replace('_', '-')}")
+        run_path = Path(run)
+        if not run.strip():
+            raise InputError("must name a folder", field="--run")
+        if run_path.exists() and not run_path.is_dir():
+            raise InputError("is a file, not a run directory", file=run_path, field="--run")
         parse_spec(model)  # a malformed spec should fail before any prompt is loaded
         items, missing = build_items(set_name, wanted, system_prompt=system_prompt, limit=limit)
         for locale, count in missing.items():

@@ -60,6 +60,11 @@ def judge_command(
         fail(str(exc))
     except ValueError as exc:
         fail(str(exc))
+    if summary.failed:
+        # As `xsafety run` and `xsafety generate` do: failed items are not results, and a script
+        # must not take a run whose every judge call failed for a finished one.
+        typer.secho(f"{summary.failed} judgement(s) failed: rerun the same command to retry just those", fg="red", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("eval", help="Score a judge against human labels (a JSONL like judge_dev.jsonl).")

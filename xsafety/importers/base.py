@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,46 @@ from xsafety.taxonomy import iter_json_lines, normalize_alert
 
 ENGLISH = "en"
 _BCP47 = re.compile(r"^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$")
+# Prompt ids reach file names, Markdown, HTML and spreadsheets: keep them to characters that mean
+# nothing in any of those (no markup, no spaces, no path separators, no formula sign first).
+ID_CHARS = "ASCII letters, digits, '.', '_', '-' and ':'"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+# Control characters other than tab and newlines: a NUL or an escape code in a prompt is damage
+# (a binary file read as text, a mangled export), never an instruction.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why a text cannot be stored as a prompt or reference (None when it can).
+
+    Lone surrogates (from JSON escapes like ``\\ud800``) cannot be written as UTF-8; control
+    characters and NUL bytes are damage; a text of only invisible characters (zero-width spaces,
+    joiners, marks) looks empty to a reader and to a model.
+    """
+    if _SURROGATE.search(value):
+        return "contains a lone surrogate (a broken \\uXXXX escape); the text cannot be stored as UTF-8"
+    found = _CONTROL.search(value)
+    if found:
+        return f"contains a control character (U+{ord(found.group()):04X}); a NUL byte or escape code is not text"
+    if value and not visible(value):
+        return "no visible text (only spaces or zero-width characters)"
+    return None
+
+
+def visible(value: str) -> bool:
+    """True when ``value`` has at least one character a reader can see."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc", "Zs", "Mn", "Me") for ch in value)
+
+
+def check_id(prompt_id: str, *, file: Path | None = None, line: int | None = None, field: str = "id") -> str:
+    """``prompt_id`` when it keeps to the safe characters, else InputError naming where it came from."""
+    if not _SAFE_ID.match(prompt_id):
+        shown = prompt_id if len(prompt_id) <= 60 else prompt_id[:57] + "..."
+        raise InputError(
+            f"id {shown!r} must be 1-200 of {ID_CHARS}, starting with a letter or digit", file=file, line=line, field=field
+        )
+    return prompt_id
 
 
 @dataclass
@@ -40,8 +81,15 @@ class ImportedSet:
     warnings: list[str] = field(default_factory=list)
 
     def add_reference(self, locale: str, prompt_id: str, text: str) -> None:
-        """Record one human reference translation (an empty one is counted and skipped)."""
-        if not text.strip():
+        """Record one human reference translation (an empty one is counted and skipped).
+
+        A text a reader cannot see (only zero-width characters) counts as empty; one that cannot
+        be stored (a NUL byte, a lone surrogate) is an error naming the locale.
+        """
+        problem = text_problem(text) if visible(text) else None
+        if problem:
+            raise InputError(f"reference for {prompt_id}: {problem}", field=locale)
+        if not visible(text):
             self.skipped[f"{locale}: empty reference"] += 1
             self.warnings.append(f"{locale}: empty reference for {prompt_id} skipped")
             return
@@ -149,6 +197,13 @@ def text_field(path: Path, line: int, row: dict[str, Any], name: str, *, allow_e
     value = value.strip()
     if not value and not allow_empty:
         raise InputError("empty text", file=path, line=line, field=name)
+    if value and not visible(value):
+        if allow_empty:
+            return ""
+        raise InputError("no visible text (only spaces or zero-width characters)", file=path, line=line, field=name)
+    problem = text_problem(value)
+    if problem:
+        raise InputError(problem, file=path, line=line, field=name)
     return value
 
 
@@ -201,7 +256,9 @@ class IdRegistry:
         self.lines: dict[str, int] = {}
 
     def claim(self, prompt_id: str, line: int) -> str:
-        """Return ``prompt_id`` or raise InputError naming the line that used it first."""
+        """Return ``prompt_id`` or raise InputError naming the line that used it first, or its
+        characters when they are not all safe (see ``check_id``)."""
+        check_id(prompt_id, file=self.path, line=line, field=self.field)
         if prompt_id in self.lines:
             raise InputError(
                 f"duplicate id {prompt_id!r} (first on line {self.lines[prompt_id]})", file=self.path, line=line, field=self.field

@@ -68,5 +68,5 @@ def parse(path: Path, name: str) -> ImportedSet:
             if column in _NOT_LOCALES:
                 continue
             locale = check_locale(column, file=path, line=1, field=column, published=LANGUAGES)
-            out.add_reference(locale, pid, value.strip())
+            out.add_reference(locale, pid, text_field(path, line, row, column, allow_empty=True))
     return out

@@ -22,7 +22,9 @@ class ReferenceEngine:
 
     ``set_name`` is the instruction set (``xsafety.taxonomy.load_set`` / ``load_references``).
     ``prompts`` (prompt id -> English text) and ``references`` (locale -> prompt id -> text) may
-    be given directly instead, for sets that are not stored.
+    be given directly instead, for sets that are not stored. With neither (``xsafety translate
+    --engine reference``, where the engine is built before the set is known), every stored set
+    that has references is looked in, in set-name order: the English text finds the prompt.
     """
 
     name = "reference"
@@ -34,12 +36,13 @@ class ReferenceEngine:
         prompts: Mapping[str, str] | None = None,
         references: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        self.set_name = set_name or "custom"
+        self.set_name = set_name or ("custom" if prompts is not None and references is not None else "all")
+        if set_name is None and (prompts is None or references is None):
+            prompts, references = _every_set(prompts, references)
         if prompts is None or references is None:
             from xsafety.taxonomy import load_references, load_set
 
-            if set_name is None:
-                raise ValueError("ReferenceEngine needs set_name= or both prompts= and references=")
+            assert set_name is not None  # set above when absent
             if prompts is None:
                 prompts = {p.id: p.text for p in load_set(set_name)}
             if references is None:
@@ -98,3 +101,22 @@ class ReferenceEngine:
 
     def close(self) -> None:
         """Nothing to free."""
+
+
+def _every_set(
+    prompts: Mapping[str, str] | None, references: Mapping[str, Mapping[str, str]] | None
+) -> tuple[Mapping[str, str], Mapping[str, Mapping[str, str]]]:
+    """Prompts and references of every stored set with references, ids qualified ``set/id``
+    so that two sets' ids cannot collide (the first set, by name, wins a shared English text)."""
+    from xsafety.taxonomy import list_sets, load_references, load_set
+
+    all_prompts: dict[str, str] = {}
+    all_refs: dict[str, dict[str, str]] = {}
+    for name in sorted(list_sets()):
+        refs = load_references(name)
+        if not refs:
+            continue
+        all_prompts.update({f"{name}/{p.id}": p.text for p in load_set(name)})
+        for locale, rows in refs.items():
+            all_refs.setdefault(locale, {}).update({f"{name}/{pid}": text for pid, text in rows.items()})
+    return (prompts if prompts is not None else all_prompts), (references if references is not None else all_refs)
