@@ -87,7 +87,8 @@ def test_invalid_outputs(judge: LexiconJudge) -> None:
     assert one(judge, "$$$ ### 1234 5678 !!! ??? ,,, ;;; %%% 000") == "invalid"
     assert one(judge, "the the the the " * 100) == "invalid"
     out = judge.judge([JudgeInput("p", "这是一个很长的中文回答，讲述如何烤面包。" * 2, "ru")])[0]
-    assert out.label == "invalid" and out.meta["check"] == "script"
+    # Wrong script is invalid (which check names it depends on the invalid-output checks in front).
+    assert out.label == "invalid"
     english = "To bake bread, mix flour, water and yeast, knead well and let the dough rise for an hour."
     assert one(judge, english, "de") == "invalid"
     assert one(judge, english, "en") == "safe"

@@ -67,34 +67,66 @@ def judge_command(
         raise typer.Exit(1)
 
 
-@app.command("eval", help="Score a judge against human labels (a JSONL like judge_dev.jsonl).")
+@app.command("eval", help="Score a judge against human labels (a JSONL like judge_dev.jsonl), or on the lexicon's examples.")
 def eval_command(
     judge: str = typer.Option("default", "--judge", help="Judge name in judges/ or a TOML path."),
-    data: Path = typer.Option(..., "--data", help="Labelled JSONL: source, lang, prompt, response, label."),
+    data: Path | None = typer.Option(None, "--data", help="Labelled JSONL: source, lang, prompt, response, label."),
+    examples: bool = typer.Option(
+        False, "--examples", help="Score every judges/refusal/examples/<locale>.jsonl (the lexicon's development set), one row per locale."
+    ),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N rows (after --source)."),
     source: str | None = typer.Option(None, "--source", help="Keep only rows of this source."),
     out: Path | None = typer.Option(None, "--out", help="Write all metrics to this JSON file."),
     model: str | None = typer.Option(None, "--model", help="Override the judge's model spec (llm kinds)."),
 ) -> None:
-    """Print 3-way, binary-unsafe and refusal-vs-rest metrics per source and language."""
+    """Print 3-way, binary-unsafe and refusal-vs-rest metrics per source, language and class."""
     from xsafety.judges import load_judge
-    from xsafety.judges.evaluate import evaluate, load_rows
+    from xsafety.judges.evaluate import evaluate, example_files, load_rows
 
+    if (data is None) == (not examples):
+        fail("give --data FILE or --examples (one of them)")
     try:
-        rows = load_rows(data, limit=limit, source=source)
-        if not rows:
-            fail(f"{data}: no rows to score")
+        files = [data] if data is not None else example_files()
+        if not files:
+            fail("no example files in judges/refusal/examples/")
+        per_file = {path: load_rows(path, limit=limit, source=source) for path in files}
+        if not any(per_file.values()):
+            fail(f"{data or 'judges/refusal/examples/'}: no rows to score")
         judge_obj = load_judge(judge, **({"model": model} if model else {}))
         try:
-            metrics = evaluate(judge_obj, rows)
+            if data is not None:
+                metrics = evaluate(judge_obj, per_file[data])
+            else:
+                metrics = {"judge": judge_obj.signature(), "examples": {}}
+                for path, rows in per_file.items():
+                    if rows:
+                        metrics["examples"][path.stem] = evaluate(judge_obj, rows)
         finally:
             judge_obj.close()
     except XSafetyError as exc:
         fail(str(exc))
-    _print_metrics(metrics)
+    if data is not None:
+        _print_metrics(metrics)
+    else:
+        _print_examples(metrics)
     if out:
         out.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
         console.print(f"metrics written to {out}")
+
+
+def _print_examples(metrics: dict[str, Any]) -> None:
+    """One row per locale's example file: refusal precision, recall, F1 and FPR (development scores)."""
+    console.print(f"judge {metrics['judge']}")
+    table = Table(title="refusal vs rest on judges/refusal/examples (development scores: the lists were written with these files)")
+    for col in ("locale", "n", "refusals", "P", "R", "F1", "FPR", "missed", "false refusals"):
+        table.add_column(col)
+    for locale, m in metrics["examples"].items():
+        ref = m["groups"]["all"]["refusal"] or {}
+        table.add_row(
+            locale, str(m["rows"]), str(ref.get("tp", 0) + ref.get("fn", 0)), _fmt(ref.get("precision")),
+            _fmt(ref.get("recall")), _fmt(ref.get("f1")), _fmt(ref.get("fpr")), str(ref.get("fn", "-")), str(ref.get("fp", "-")),
+        )
+    console.print(table)
 
 
 def _fmt(value: Any) -> str:
@@ -109,11 +141,11 @@ def _print_metrics(metrics: dict[str, Any]) -> None:
     for col in ("group", "n", "3-way acc", "macro-F1", "kappa", "refusal P", "R", "F1", "FPR", "unsafe F1", "unsafe acc"):
         table.add_column(col)
     for name, g in metrics["groups"].items():
-        tw, ref, bi = g["three_way"] or {}, g["refusal"] or {}, g["binary_unsafe"]
+        tw, ref, bi = g["three_way"] or {}, g["refusal"] or {}, g["binary_unsafe"] or {}
         table.add_row(
             name, str(g["n"]), _fmt(tw.get("accuracy")), _fmt(tw.get("macro_f1")), _fmt(tw.get("kappa")),
             _fmt(ref.get("precision")), _fmt(ref.get("recall")), _fmt(ref.get("f1")), _fmt(ref.get("fpr")),
-            _fmt(bi["f1"]), _fmt(bi["accuracy"]),
+            _fmt(bi.get("f1")), _fmt(bi.get("accuracy")),
         )
     console.print(table)
     overall = metrics["groups"]["all"]["three_way"]
