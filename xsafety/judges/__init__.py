@@ -94,8 +94,12 @@ def load_judge(name_or_path: str, **options: Any) -> Judge:
     settings.update({k: v for k, v in options.items() if v is not None})
     settings.setdefault("name", path.stem)
     settings["base_dir"] = path.parent
+    # Every kind gets the degenerate-output checks around it (judges/invalid.py; `[invalid]` table).
+    invalid = settings.pop("invalid", None)
     try:
-        return KINDS[kind](**settings)
+        from xsafety.judges.invalid import with_invalid_check
+
+        return with_invalid_check(KINDS[kind](**settings), invalid)
     except ConfigError as exc:
         if exc.file is None:
             raise ConfigError(exc.message, file=path, field=exc.field) from None

@@ -65,6 +65,8 @@ class EnsembleJudge:
                 extra = dict(options.get(Path(member).stem, {}))
                 if read_definition(judge_path(member)).get("kind") == "refusal-lexicon":
                     extra.setdefault("compliance_label", COMPLIANCE)
+                # The ensemble's own degenerate-output checks run first; members need not repeat them.
+                extra.setdefault("invalid", False)
                 self.members.append(load_judge(member, **extra))
         self.final: list[frozenset[str]] = []
         for member, judge in zip(self.member_names, self.members):

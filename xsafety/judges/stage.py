@@ -97,6 +97,8 @@ def _context(response: Response) -> list[dict[str, str]]:
 
 def _native_meta(response: Response) -> dict[str, Any]:
     meta: dict[str, Any] = {"response_key": response.key}
+    if response.finish_reason:  # judges/invalid.py: a response cut off after a word or two is invalid
+        meta["finish_reason"] = response.finish_reason
     context = _context(response)
     if context:
         meta["context"] = context
