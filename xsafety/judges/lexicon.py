@@ -113,6 +113,12 @@ _QUOTES = str.maketrans(
         "\u00ab": '"', "\u00bb": '"', "\u2033": '"', "\u00a0": " ", "\u200b": "",
     }
 )
+# Arabic-script spelling variants that models mix freely: hamza seats on alef, alef maqsura, and the
+# optional short-vowel marks and tatweel, unified so that one phrase matches every spelling.
+_ARABIC = str.maketrans(
+    {"\u0623": "\u0627", "\u0625": "\u0627", "\u0622": "\u0627", "\u0671": "\u0627", "\u0649": "\u064a", "\u0640": None,
+     **{chr(c): None for c in range(0x064B, 0x0660)}, "\u0670": None}
+)
 _SPACES = re.compile(r"\s+")
 # Sentence ends in the scripts we ship: Latin/Cyrillic/Greek . ! ?, CJK 。！？, Devanagari and
 # Bengali danda, Arabic question mark, Ethiopic full stop; a newline also ends a "sentence".
@@ -120,8 +126,8 @@ _SENTENCE_END = re.compile(r"[.!?;\u3002\uff01\uff1f\u0964\u0965\u061f\u06d4\u13
 
 
 def normalize(text: str) -> str:
-    """NFKC, casefold, curly quotes and apostrophes made straight, whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
+    """NFKC, casefold, curly quotes and apostrophes made straight, Arabic spelling variants unified, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).translate(_ARABIC).casefold()
     return _SPACES.sub(" ", text).strip()
 
 
@@ -225,7 +231,7 @@ def phrase_regex(phrase: str, unspaced: bool) -> str:
         elif token == "*":
             parts.append(r"\w*")
         elif token == "{...}":
-            parts.append(r"[^.!?\u3002\uff01\uff1f]{0,60}?")
+            parts.append(r"[^.!?\u3002\uff01\uff1f]{0,80}?")
         else:
             branches = token[1:-1].split("|")
             parts.append("(?:" + "|".join(re.escape(b) for b in branches) + ")")
@@ -435,13 +441,15 @@ def parse_phrase_file(path: Path, locale: str) -> PhraseList:
 
 
 def locale_candidates(locale: str) -> list[str]:
-    """File stems tried for a locale: ``pt-BR`` -> ``pt-BR``, ``pt``; ``sr``/``hr``/``bs`` -> ``hbs``."""
+    """File stems tried for a locale: ``pt-BR`` -> ``pt-BR``, ``pt``; ``sr``/``hr``/``bs`` -> ``hbs``; ``no`` -> ``nb``."""
     out = [locale]
     base = locale.split("-", 1)[0].split("_", 1)[0]
     if base != locale:
         out.append(base)
     if base in ("sr", "hr", "bs", "sh", "cnr"):
         out.append("hbs")
+    if base == "no":  # Norwegian: the Bokmål list
+        out.append("nb")
     return out
 
 
