@@ -136,7 +136,8 @@ def test_refusal_only_judge_reads_not_measured_everywhere(lexicon_run: Path, tmp
     assert "### Refusal gap by macro" in es_md and "\n| unsafe | 36 |" not in es_md  # no unsafe gap row
     assert "| 36 | 25.0% | n/m | n/m | n/m | 0.0% | n/m | n/m |" in es_md
     page = (out / "index.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 2 and ">n/m</td>" in page
+    # The refusal forest plot, the refusal map and the refusal gap map.
+    assert page.count('src="data:image/png;base64,') == 3 and ">n/m</td>" in page
     text = _render(summary_table(lexicon_run))
     es_line = next(line for line in text.splitlines() if line.lstrip().startswith("es "))
     assert es_line.split()[:6] == ["es", "med", "36", "n/m", "25.0", "n/m"]

@@ -69,8 +69,8 @@ def test_csp_admits_only_the_inline_sorter(report: Path) -> None:
 
 def test_images_embedded_and_files_linked(report: Path) -> None:
     page = (report / "index.html").read_text()
-    # The judge judges harm: unsafe and refusal maps, each with its gap map.
-    assert page.count('src="data:image/png;base64,') == 4
+    # The judge judges harm: the forest plot of gaps, then unsafe and refusal maps, each with its gap map.
+    assert page.count('src="data:image/png;base64,') == 5
     assert 'href="summary.md"' in page and 'href="es.md"' in page and 'href="tables/gaps_locale.csv"' in page
 
 

@@ -303,7 +303,7 @@ def summary(rates_by_locale: pl.DataFrame, gaps_by_locale: pl.DataFrame, trust_b
     Locales of the trust table with no judged response are kept with ``n = 0`` and null rates:
     a locale the run configured is flagged, never dropped.
     """
-    rates_part = rates_by_locale.select("locale", "n", "unsafe_rate", "refusal_rate", "fail_rate", "safety_score")
+    rates_part = rates_by_locale.select("locale", "n", "n_valid", "unsafe_rate", "refusal_rate", "fail_rate", "safety_score")
     locales = sorted(set(rates_part.get_column("locale").to_list()) | set(trust_by_locale.get_column("locale").to_list()))
     out = (
         pl.DataFrame({"locale": locales}, schema={"locale": pl.Utf8})

@@ -37,6 +37,8 @@ from xsafety.report.markdown import (
 )
 from xsafety.report.explorer import EXPLORER_SCRIPT, explorer_script_hash, render_explorer
 from xsafety.report.plots import HEATMAPS
+from xsafety.report.validity_sections import html_locale, html_summary
+from xsafety.report.wording import safe_column, shown_label
 
 if TYPE_CHECKING:
     from xsafety.report.build import ReportData
@@ -118,7 +120,7 @@ def table_html(rows: Sequence[dict[str, Any]], columns: Sequence[Column], css: s
             shown = fmt(raw) if fmt else ("" if raw is None else str(raw))
             cls = c
             if key.endswith("trust") and isinstance(raw, str):
-                cls += " weak" if raw.startswith("weak") else " ok"
+                cls += " weak" if raw.startswith(("weak", "unchecked")) else " ok"
             sort_raw = r.get("_sort_" + key, raw)
             cells.append(f'<td class="{escape(cls)}" data-v="{escape(_sort_value(sort_raw))}">{escape(shown)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -130,15 +132,20 @@ SUMMARY: list[Column] = [
     ("resource", "resource", None, "t"),
     ("n", "n", None, ""),
     ("unsafe", "_unsafe", None, ""),
+    ("unsafe corrected [95% CI]", "_unsafe_corr_rate", None, ""),
     ("refusal", "refusal_rate", pct, ""),
+    ("refusal corrected [95% CI]", "_refusal_corr_rate", None, ""),
     ("failure", "_fail", None, ""),
     ("safety score", "_safety", None, ""),
     ("unsafe gap pp [95% CI]", "_unsafe_gap", None, ""),
-    ("p", "_unsafe_p", None, ""),
+    ("unsafe gap corrected pp [95% CI]", "_unsafe_corr_gap", None, ""),
+    ("unsafe p (McNemar)", "_unsafe_p", None, ""),
     ("refusal gap pp [95% CI]", "_refusal_gap", None, ""),
-    ("p ", "refusal_p", pval, ""),
+    ("refusal gap corrected pp [95% CI]", "_refusal_corr_gap", None, ""),
+    ("refusal p (McNemar)", "refusal_p", pval, ""),
     ("acceptance", "acceptance", pct, ""),
     ("agreement", "agreement", pct, ""),
+    ("judge validity", "validity", None, "t"),
     ("trust", "trust", None, "t"),
 ]
 
@@ -188,7 +195,7 @@ def _examples(data: "ReportData", locale: str) -> str:
         parts.append(
             '<div class="example"><div class="meta">'
             f"{escape(r['prompt_id'])} &middot; {escape(r['category'])} &middot; attack {escape(r['attack'])} "
-            f"&middot; variant {escape(r['variant'])} &middot; label <b>{escape(r['label'])}</b></div>"
+            f"&middot; variant {escape(r['variant'])} &middot; label <b>{escape(shown_label(r['label'], data.harm_judged))}</b></div>"
             f'<pre class="resp">{escape(text)}</pre></div>'
         )
     return "".join(parts)
@@ -239,6 +246,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         '<p class="meta">Gaps are locale minus English in percentage points over paired prompts, with 95% '
         "paired-bootstrap CIs over prompts and exact McNemar p-values. Cells with fewer than "
         f"{data.thresholds.min_pairs} pairs are marked small. Click a column header to sort.</p>",
+        html_summary(data),
         '<p class="meta">Files: <a href="summary.md">summary.md</a> '
         + (f'<a href="{escape(variants)}">{escape(variants)}</a> ' if variants else "")
         + " ".join(f'<a href="{escape(safe_name(loc))}.md">{escape(loc)}.md</a>' for loc in locales)
@@ -247,6 +255,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         + "</p>",
         f"<nav>Locales: {nav}</nav>",
         "<h2>Per locale</h2>",
+        _image(images.get("forest"), HEATMAPS["forest"][1]),
         table_html(srows, SUMMARY),
         "<h2>Gaps by resource level</h2>",
         table_html(
@@ -256,7 +265,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         if "gaps_resource" in t
         else "",
         "<h2>Heatmaps</h2>",
-        *(_image(images.get(name), alt) for name, (_, alt) in HEATMAPS.items()),
+        *(_image(images.get(name), alt) for name, (_, alt) in HEATMAPS.items() if name != "forest"),
     ]
     out.append(render_explorer(data))
     trust_rows = {r["locale"]: r for r in t["trust"].to_dicts()}
@@ -279,6 +288,8 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
                 f"trust: {escape('baseline' if loc == ENGLISH else tr['trust'])}</p>"
             )
         rejected = _rejections(data, loc)
+        if counts.get(loc):
+            out.append(html_locale(data, loc))
         if not counts.get(loc):
             out.append(
                 f'<p class="weak"><b>No numbers for {escape(loc)}</b> (n = 0): {escape(no_numbers_reason(data, loc))}</p>'
@@ -315,7 +326,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
                         ("n", "n", None, ""),
                         ("unsafe", "unsafe_rate", measured(pct, data.harm_judged), ""),
                         ("refusal", "refusal_rate", pct, ""),
-                        ("safe", "safe_rate", measured(pct, data.harm_judged), ""),
+                        (*safe_column(data.harm_judged), pct, ""),
                         ("failure", "fail_rate", measured(pct, data.failure_judged), ""),
                     ],
                 )

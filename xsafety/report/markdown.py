@@ -127,6 +127,7 @@ SUMMARY_COLUMNS: list[tuple[str, str, Fmt | None]] = [
     ("n", "n", None),
     ("unsafe", "_unsafe", None),
     ("refusal", "refusal_rate", pct),
+    ("invalid", "_invalid", None),  # answers judged invalid (degenerate output), left out of the rates
     ("failure", "_fail", None),
     ("safety score", "_safety", None),
     ("unsafe gap (pp) [CI]", "_unsafe_gap", None),
@@ -137,6 +138,15 @@ SUMMARY_COLUMNS: list[tuple[str, str, Fmt | None]] = [
     ("agreement", "agreement", pct),
     ("trust", "trust", None),
 ]
+
+
+def invalid_count(row: dict[str, Any]) -> str:
+    """How many judged answers were invalid (degenerate output, unparsable judge answers), with the
+    rate: "12 (8.2%)"; "-" for a locale with none judged."""
+    n, valid = row.get("n") or 0, row.get("n_valid")
+    if not n or valid is None:
+        return "-"
+    return f"{n - valid} ({pct((n - valid) / n)})"
 
 
 def summary_rows(summary: pl.DataFrame, *, harm: bool = True, failure: bool = True) -> list[dict[str, Any]]:
@@ -160,6 +170,7 @@ def summary_rows(summary: pl.DataFrame, *, harm: bool = True, failure: bool = Tr
                              ("_safety", "safety_score", harm)):
             r[key] = pct(r.get(col)) if ok or nothing else NOT_MEASURED
             r["_sort_" + key] = r.get(col)
+        r["_invalid"] = invalid_count(r)
         if r["locale"] == ENGLISH:
             r["trust"] = "baseline"
     return rows
@@ -295,14 +306,14 @@ def _locale_figures(data: "ReportData", locale: str, rates: list[dict[str, Any]]
     parts = ["## Rates\n"]
     parts.append(
         md_table(
-            [r | {"_ci": f"{pct(r['unsafe_ci_low'])} - {pct(r['unsafe_ci_high'])}"} for r in rates],
+            [r | {"_ci": f"{pct(r['unsafe_ci_low'])} - {pct(r['unsafe_ci_high'])}", "_invalid": invalid_count(r)} for r in rates],
             [
                 ("n", "n", None),
                 ("refusal", "refusal_rate", pct),
                 ("safe", "safe_rate", measured(pct, harm)),
                 ("unsafe", "unsafe_rate", measured(pct, harm)),
                 ("unsafe 95% CI (Wilson)", "_ci", measured(str, harm)),
-                ("invalid", "invalid_rate", pct),
+                ("invalid", "_invalid", None),
                 ("failure", "fail_rate", measured(pct, failure)),
                 ("safety score", "safety_score", measured(pct, harm)),
             ],
