@@ -13,6 +13,7 @@ from rich import box
 from rich.table import Table
 
 from xsafety.report import aggregate as agg
+from xsafety.report import judge_error, translation_error
 from xsafety.report.aggregate import NOT_MEASURED
 from xsafety.report.frame import ENGLISH, RunData, load_run
 from xsafety.report.policy import Policy, load_policy
@@ -44,6 +45,9 @@ class ReportData:
     # False under a refusal-only judge: unsafe (and a failure built on it) is then "not measured".
     harm_judged: bool = True
     failure_judged: bool = True
+    # Judge validity (xsafety.report.judge_error): the calibration used and notes on what was not.
+    calibration: Any = None
+    calibration_notes: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> pl.DataFrame:
@@ -60,8 +64,13 @@ def compute(
     n_boot: int = DEFAULT_B,
     seed: int = DEFAULT_SEED,
     breakdowns: bool = True,
+    calibration: str | Path | None = None,
 ) -> ReportData:
-    """Load a run and compute its tables (``breakdowns=False``: only what the summary needs)."""
+    """Load a run and compute its tables (``breakdowns=False``: only what the summary needs).
+
+    ``calibration``: a judge calibration file (default: the run config's ``[report] calibration``);
+    the run's own annotations are always used.
+    """
     run = load_run(run_dir, primary_judge=primary_judge)
     if policy is None:
         # The run's own policy (run.json), so that `xsafety report RUN` matches what `run` wrote.
@@ -79,8 +88,14 @@ def compute(
     t = data.tables
     t["rates_locale"] = agg.rates(primary, ["locale", "resource"])
     t["gaps_locale"] = agg.gaps(primary, ["locale", "resource"], th, n_boot=n_boot, seed=seed)
-    t["trust"] = agg.trust(run, primary, th)
+    info = translation_error.translation_info(run)
+    t["trust"] = agg.trust(run, primary, th, translation_error.locale_engines(info))
     t["summary"] = agg.summary(t["rates_locale"], t["gaps_locale"], t["trust"])
+    judged_metrics = judge_error.judged_metrics(harm)
+    data.calibration, data.calibration_notes = judge_error.load_calibration(run, primary, calibration)
+    t["validity"] = judge_error.validity_table(data.calibration, t["summary"].get_column("locale").to_list(), judged_metrics)
+    t["gaps_corrected"] = judge_error.corrected_gaps(primary, data.calibration, judged_metrics, n_boot=n_boot, seed=seed)
+    t["summary"] = judge_error.add_to_summary(t["summary"], t["gaps_corrected"], t["validity"], "unsafe" if harm else "refusal")
     if breakdowns:
         t["rejections"] = agg.rejections(run)
         t["gaps_resource"] = agg.gaps(primary, ["resource"], th, n_boot=n_boot, seed=seed)
@@ -88,6 +103,7 @@ def compute(
             t[f"rates_locale_{name}"] = agg.rates(primary, ["locale", *cols])
         for name in GAP_BREAKDOWNS:
             t[f"gaps_locale_{name}"] = agg.gaps(primary, ["locale", *BREAKDOWNS[name]], th, n_boot=n_boot, seed=seed)
+        t["translation_sensitivity"] = translation_error.sensitivity(primary, info, judged_metrics, n_boot=n_boot, seed=seed)
     data.tables = agg.blank_unmeasured(t, harm=data.harm_judged, failure=data.failure_judged)
     return data
 
@@ -113,6 +129,7 @@ def build_report(
     primary_judge: str | None = None,
     n_boot: int = DEFAULT_B,
     seed: int = DEFAULT_SEED,
+    calibration: str | Path | None = None,
 ) -> Path:
     """Write a run's report folder (``run_dir/report`` unless ``out_dir``) and return its path.
 
@@ -120,7 +137,8 @@ def build_report(
     heatmap PNGs and a self-contained ``index.html``.
     """
     data = compute(
-        run_dir, policy, thresholds=thresholds, primary_judge=primary_judge, n_boot=n_boot, seed=seed
+        run_dir, policy, thresholds=thresholds, primary_judge=primary_judge, n_boot=n_boot, seed=seed,
+        calibration=calibration,
     )
     return write_report(data, Path(out_dir) if out_dir is not None else Path(run_dir) / "report")
 
@@ -208,7 +226,8 @@ def summary_rich(data: ReportData) -> Table:
         title=f"xsafety: {data.run.run_dir}",
         caption=(
             f"primary judge {judge} (native); policy {data.policy.name}; gaps = locale - {ENGLISH} in "
-            "points with a 95% paired-bootstrap CI below; p = exact McNemar"
+            "points with a 95% paired-bootstrap CI below; p = exact McNemar on discordant pairs (the two can "
+            "disagree near 5%); judge validity and corrected gaps: see the report"
             + ("" if harm else f"\nNOTE: the primary judge detects refusals only; unsafe is not measured ({NOT_MEASURED})")
         ),
     )
@@ -219,9 +238,9 @@ def summary_rich(data: ReportData) -> Table:
         ("uns%", "right", False),
         ("ref%", "right", False),
         ("unsafe\ngap pp", "right", False),
-        ("p", "right", False),
+        ("uns.\np", "right", False),
         ("refusal\ngap pp", "right", False),
-        ("p ", "right", False),
+        ("ref.\np", "right", False),
         ("trust", "left", True),
     ]:
         # trust wraps (it can list several flags) but must never shrink to an ellipsis.

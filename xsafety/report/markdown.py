@@ -12,6 +12,8 @@ import polars as pl
 from xsafety.report.aggregate import NOT_MEASURED
 from xsafety.report.aggregate import __doc__ as DEFINITIONS
 from xsafety.report.frame import ENGLISH
+from xsafety.report.validity_sections import markdown_locale, markdown_summary, summary_cells
+from xsafety.report.wording import COMPLIED_NOT_JUDGED, safe_column
 
 if TYPE_CHECKING:
     from xsafety.report.build import ReportData
@@ -19,9 +21,9 @@ if TYPE_CHECKING:
 Fmt = Callable[[Any], str]
 EXAMPLES_PER_LOCALE = 10
 NO_HARM_NOTE = (
-    "The primary judge does not judge harm (it detects refusals only): unsafe, safe, failure and "
-    f"safety-score figures are not measured ({NOT_MEASURED}); read the refusal columns and maps, or "
-    "judge with a guard model."
+    "The primary judge does not judge harm (it detects refusals only): unsafe, failure and "
+    f"safety-score figures are not measured ({NOT_MEASURED}), and an answer that was not refused is "
+    f"\"{COMPLIED_NOT_JUDGED}\", never safe; read the refusal columns and maps, or judge with a guard model."
 )
 WORST_CATEGORIES = 5
 
@@ -126,16 +128,21 @@ SUMMARY_COLUMNS: list[tuple[str, str, Fmt | None]] = [
     ("resource", "resource", None),
     ("n", "n", None),
     ("unsafe", "_unsafe", None),
+    ("unsafe corrected [CI]", "_unsafe_corr_rate", str),
     ("refusal", "refusal_rate", pct),
+    ("refusal corrected [CI]", "_refusal_corr_rate", str),
     ("invalid", "_invalid", None),  # answers judged invalid (degenerate output), left out of the rates
     ("failure", "_fail", None),
     ("safety score", "_safety", None),
     ("unsafe gap (pp) [CI]", "_unsafe_gap", None),
-    ("p", "_unsafe_p", None),
+    ("unsafe gap corrected (pp) [CI]", "_unsafe_corr_gap", str),
+    ("unsafe p (McNemar)", "_unsafe_p", None),
     ("refusal gap (pp) [CI]", "_refusal_gap", None),
-    ("p ", "refusal_p", pval),
+    ("refusal gap corrected (pp) [CI]", "_refusal_corr_gap", str),
+    ("refusal p (McNemar)", "refusal_p", pval),
     ("acceptance", "acceptance", pct),
     ("agreement", "agreement", pct),
+    ("judge validity", "validity", str),
     ("trust", "trust", None),
 ]
 
@@ -171,6 +178,7 @@ def summary_rows(summary: pl.DataFrame, *, harm: bool = True, failure: bool = Tr
             r[key] = pct(r.get(col)) if ok or nothing else NOT_MEASURED
             r["_sort_" + key] = r.get(col)
         r["_invalid"] = invalid_count(r)
+        r.update(summary_cells(r, harm))
         if r["locale"] == ENGLISH:
             r["trust"] = "baseline"
     return rows
@@ -238,6 +246,7 @@ def write_summary(data: "ReportData", out: Path, images: dict[str, Path] | None 
     parts = [header(data, "xsafety report: summary")]
     parts.append("## Per locale\n")
     parts.append(md_table(summary_rows(t["summary"], harm=data.harm_judged, failure=data.failure_judged), SUMMARY_COLUMNS))
+    parts.append(markdown_summary(data))
     parts.append("\n## Gaps by resource level (pooled pairs, bootstrap over prompts)\n")
     resource_gaps = t["gaps_resource"].filter(pl.col("metric").is_in(shown_metrics(data)))
     parts.append(md_table(_with_gap(resource_gaps.to_dicts()), gap_columns([("resource", "resource", None)])))
@@ -293,6 +302,8 @@ def write_locale(data: "ReportData", out: Path, locale: str) -> Path:
             ],
         )
     )
+    if rates:
+        parts.append(markdown_locale(data, locale))
     if locale != ENGLISH and rates:
         parts.append(_rejection_table(data, locale))
     path = out / f"{safe_name(locale)}.md"
@@ -310,7 +321,7 @@ def _locale_figures(data: "ReportData", locale: str, rates: list[dict[str, Any]]
             [
                 ("n", "n", None),
                 ("refusal", "refusal_rate", pct),
-                ("safe", "safe_rate", measured(pct, harm)),
+                (*safe_column(harm), pct),
                 ("unsafe", "unsafe_rate", measured(pct, harm)),
                 ("unsafe 95% CI (Wilson)", "_ci", measured(str, harm)),
                 ("invalid", "_invalid", None),
