@@ -319,7 +319,7 @@ class PhraseList:
             text = sents[j].norm[decline.end :] if j == decline.sentence else sents[j].norm
             m = self.pivot_re.search(text) if self.pivot_re else None
             # A colon after the pivot opens the help ("但我可以介绍一些原则：分散投资").
-            if m and (_help_follows(sents, j) or _COLON.search(text, m.end())):
+            if m and (_help_follows(sents, j, _weight(text[m.end() :])) or _COLON.search(text, m.end())):
                 return m.group(0)
         return None
 
@@ -339,15 +339,18 @@ class Decline:
     end: int
 
 
-def _help_follows(sents: Sequence[Sentence], j: int) -> bool:
-    """True when real help follows sentence ``j``: a list item, a colon opening one, or enough text."""
+def _help_follows(sents: Sequence[Sentence], j: int, already: int = 0) -> bool:
+    """True when real help follows sentence ``j``: a list item, a colon opening one, or enough text.
+
+    ``already`` is the weight of the help inside sentence ``j`` itself, after the pivot.
+    """
     rest = sents[j + 1 :]
     if any(_LIST_ITEM.match(s.raw) for s in rest[:6]):
         return True
     colon = _COLON_LIST.search(sents[j].raw)
     if colon and (colon.group(0).rstrip()[-1:] not in (":", "\uff1a") or rest):
         return True
-    return sum(_weight(s.raw) for s in rest) >= HELP_CHARS
+    return already + sum(_weight(s.raw) for s in rest) >= HELP_CHARS
 
 
 def _weight(text: str) -> int:
