@@ -116,10 +116,46 @@ def test_batches_respect_the_token_budget(tiny_llama: Path, greedy: HFChatModel)
 
 def test_eos_stops_each_row_and_length_is_reported(greedy: HFChatModel) -> None:
     eos = next(iter(greedy.eos_ids))
-    original = greedy.model.generation_config.eos_token_id
-    results = greedy.chat(requests())
-    # A random model rarely says EOS by itself: force it on one row by making its first token EOS.
+    assert greedy.continuous  # a Llama's cache is a plain DynamicCache: the loop runs it
+    reqs = requests(PROMPTS[:3])
+    real_chooser = greedy._chooser
+    # A random model rarely says EOS by itself: force it as request 1's first token.
+
+    def forcing(batch_requests):  # type: ignore[no-untyped-def]
+        choose = real_chooser(batch_requests)
+
+        def pick(logits, rows):  # type: ignore[no-untyped-def]
+            picked = choose(logits, rows).clone()
+            for k, r in enumerate(rows):
+                if batch_requests[r].id == "r1":
+                    picked[k] = eos
+            return picked
+
+        return pick
+
+    greedy._chooser = forcing  # type: ignore[method-assign]
+    before = greedy.stats.row_steps
+    try:
+        forced = greedy.chat(reqs)
+    finally:
+        del greedy._chooser
+    assert forced[1].finish_reason == "stop"
+    assert forced[1].completion_tokens == 1
+    assert forced[1].text == ""
+    assert all(r.finish_reason == "length" and r.completion_tokens == 12 for r in (forced[0], forced[2]))
+    # The stopped row left the batch: 1 + 12 + 12 row-steps, none spent after its answer ended.
+    assert greedy.stats.row_steps - before == 25
+    assert [r.text for r in greedy.chat(reqs)][0::2] == [forced[0].text, forced[2].text]
+
+
+def test_padded_generate_path_stops_rows_at_eos_too(greedy: HFChatModel) -> None:
+    """The fallback for caches the loop cannot handle: padded batches through ``model.generate``."""
     import torch
+    from transformers import LogitsProcessorList
+
+    eos = next(iter(greedy.eos_ids))
+    reqs = requests(PROMPTS[:3])
+    looped = [r.text for r in greedy.chat(reqs)]
 
     class ForceEos:
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -130,27 +166,24 @@ def test_eos_stops_each_row_and_length_is_reported(greedy: HFChatModel) -> None:
             return scores
 
     real_generate = greedy.model.generate
-
-    def generate_with_eos(**kwargs):  # type: ignore[no-untyped-def]
-        from transformers import LogitsProcessorList
-
-        kwargs["logits_processor"] = LogitsProcessorList([ForceEos()])
-        return real_generate(**kwargs)
-
-    greedy.model.generate = generate_with_eos  # type: ignore[method-assign]
+    greedy.continuous = False
     try:
-        forced = greedy.chat(requests(PROMPTS[:3]))
+        assert [r.text for r in greedy.chat(reqs)] == looped
+
+        def generate_with_eos(**kwargs):  # type: ignore[no-untyped-def]
+            kwargs["logits_processor"] = LogitsProcessorList([ForceEos()])
+            return real_generate(**kwargs)
+
+        greedy.model.generate = generate_with_eos  # type: ignore[method-assign]
+        forced = greedy.chat(reqs)
     finally:
+        greedy.continuous = True
         del greedy.model.generate
-    assert greedy.model.generation_config.eos_token_id == original
-    shortest = min(range(3), key=lambda i: len(greedy.encode(requests(PROMPTS[:3])[i].messages)))
+    shortest = min(range(3), key=lambda i: len(greedy.encode(reqs[i].messages)))
     # Row 0 of the (length-sorted) batch is the shortest prompt.
-    assert forced[shortest].finish_reason == "stop"
-    assert forced[shortest].completion_tokens == 1
-    assert forced[shortest].text == ""
+    assert forced[shortest].finish_reason == "stop" and forced[shortest].completion_tokens == 1
     others = [r for i, r in enumerate(forced) if i != shortest]
     assert all(r.finish_reason == "length" and r.completion_tokens == 12 for r in others)
-    assert all(r.finish_reason in ("stop", "length") for r in results)
 
 
 def test_sampling_is_reproducible_per_request_whatever_the_batch(tiny_llama: Path) -> None:
@@ -204,25 +237,45 @@ def test_oom_splits_the_batch_and_answers_stay_the_same(tiny_llama: Path, greedy
 
     reqs = requests()
     expected = [r.text for r in greedy.chat(reqs)]
-    real = greedy._generate
-    sizes: list[int] = []
+    real = greedy._decode
+    calls: list[tuple[int, int]] = []
 
-    def oom_once(batch_requests: list[ChatRequest], encoded: list[list[int]]) -> list:  # type: ignore[type-arg]
-        sizes.append(len(batch_requests))
-        if len(sizes) == 1:
+    def oom_once(todo, batch_requests, encoded, max_rows, finish):  # type: ignore[no-untyped-def]
+        calls.append((len(todo), max_rows))
+        if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(batch_requests, encoded)
+        return real(todo, batch_requests, encoded, max_rows, finish)
 
-    greedy._generate = oom_once  # type: ignore[method-assign]
+    greedy._decode = oom_once  # type: ignore[method-assign]
     try:
         with caplog.at_level(logging.WARNING):
             split = greedy.chat(reqs)
     finally:
-        del greedy._generate
-    assert sizes == [5, 2, 3]
+        del greedy._decode
+    # The halves run, and with half as many rows in flight.
+    assert calls == [(5, 32), (2, 16), (3, 16)]
     assert [r.text for r in split] == expected
     assert all(r.error is None for r in split)
     assert "out of memory at batch 5" in caplog.text
+
+    greedy.continuous = False
+    real_generate = greedy._generate
+    sizes: list[int] = []
+
+    def generate_oom_once(batch_requests, encoded):  # type: ignore[no-untyped-def]
+        sizes.append(len(batch_requests))
+        if len(sizes) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_generate(batch_requests, encoded)
+
+    greedy._generate = generate_oom_once  # type: ignore[method-assign]
+    try:
+        padded = greedy.chat(reqs)
+    finally:
+        greedy.continuous = True
+        del greedy._generate
+    assert sizes == [5, 2, 3]
+    assert [r.text for r in padded] == expected
 
 
 def test_threads_option_sets_torch_threads(tiny_llama: Path) -> None:

@@ -265,11 +265,13 @@ def run_split_on_oom(
     on_single_oom: Callable[[T], R],
     *,
     device: str,
+    on_oom: Callable[[], None] | None = None,
 ) -> list[R]:
     """``step(items)``, retried as two halves (recursively) whenever a batch runs out of memory.
 
     Results come back in the order of ``items``. A single item that still runs out of memory
-    gets ``on_single_oom(item)`` instead of stopping the run. The retry is deliberately outside
+    gets ``on_single_oom(item)`` instead of stopping the run; ``on_oom`` is told of every
+    out-of-memory error (a caller whose step keeps its own row cap halves it). The retry is deliberately outside
     the ``except`` block: only once it has ended are the failed attempt's frames and tensors
     released, and ``free_memory`` can give their memory back before the halves run.
     """
@@ -289,6 +291,8 @@ def run_split_on_oom(
             results.extend(outcome)
             continue
         free_memory(device)
+        if on_oom is not None:
+            on_oom()
         if len(part) == 1:
             log.warning("out of memory on a single item: giving up on it")
             results.append(on_single_oom(part[0]))

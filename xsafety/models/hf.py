@@ -22,12 +22,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from xsafety.data import cache_dir
 from xsafety.errors import InputError
+from xsafety.models import continuous
 from xsafety.models.base import ChatRequest, ChatResult, Decoding, ResultCallback
 from xsafety.records import signature, stable_hash, text_hash
 from xsafety.torch_runtime import (
@@ -136,6 +137,10 @@ class HFChatModel:
         if not self.has_template:
             log.warning("%s has no chat template: using a plain 'User: ...\\nAssistant:' format", self.name)
         self.eos_ids = self._eos_ids()
+        # Continuous batching (finished rows leave, waiting prompts join) where the model's cache
+        # allows it; ``generate`` on padded batches otherwise. ``stats`` accumulates its costs.
+        self.continuous = continuous.supports(self.model)
+        self.stats = continuous.DecodeStats()
         log.info("loaded %s on %s (%s) in %.1f s", self.name, self.device, self.torch_dtype, self.load_seconds)
 
     def _eos_ids(self) -> set[int]:
@@ -191,18 +196,133 @@ class HFChatModel:
     # -- generation ------------------------------------------------------------------------
 
     def chat(self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None) -> list[ChatResult]:
-        """Answer every request; results come back in request order, ``on_result`` per batch row."""
+        """Answer every request; results come back in request order, ``on_result`` as each ends."""
         encoded = [self.encode(r.messages) for r in requests]
         results: dict[int, ChatResult] = {}
-        for batch in self.plan_batches([len(e) for e in encoded]):
-            for i, result in zip(batch, self._run_batch([requests[i] for i in batch], [encoded[i] for i in batch])):
-                results[i] = result
-                if on_result is not None:
-                    on_result(result)
+
+        def deliver(i: int, result: ChatResult) -> None:
+            results[i] = result
+            if on_result is not None:
+                on_result(result)
+
+        started = time.perf_counter()
+        before = self.stats.useful
+        if self.continuous:
+            self._chat_continuous(requests, encoded, deliver)
+        else:
+            for batch in self.plan_batches([len(e) for e in encoded]):
+                rows = self._run_batch([requests[i] for i in batch], [encoded[i] for i in batch])
+                for i, result in zip(batch, rows):
+                    deliver(i, result)
+        if self.continuous and requests:
+            elapsed = time.perf_counter() - started
+            log.info(
+                "%s: %d answers, %d tokens in %.1f s (%.1f tok/s); %d decode row-steps, %.1f%% after an answer ended",
+                self.name, len(requests), self.stats.useful - before, elapsed,
+                (self.stats.useful - before) / elapsed if elapsed else 0.0, self.stats.row_steps, 100 * self.stats.waste,
+            )
         return [results[i] for i in range(len(requests))]
 
+    def _chat_continuous(
+        self, requests: Sequence[ChatRequest], encoded: list[list[int]], deliver: Callable[[int, ChatResult], None]
+    ) -> None:
+        """Every request through the continuous-batching loop, shortest prompts first, under the
+        OOM split: an out-of-memory error halves the rows in flight and retries what is unfinished."""
+        done: set[int] = set()
+        rows_cap = [self.max_batch]
+
+        def finish(i: int, result: ChatResult) -> None:
+            done.add(i)
+            deliver(i, result)
+
+        def step(part: Sequence[int]) -> list[None]:
+            todo = [i for i in part if i not in done]
+            if todo:
+                self._decode(todo, requests, encoded, rows_cap[0], finish)
+            return [None] * len(part)
+
+        def too_big(i: int) -> None:
+            finish(i, self._error(requests[i], "out of memory on a single request"))
+
+        def halve_rows() -> None:
+            rows_cap[0] = max(1, rows_cap[0] // 2)
+
+        order = sorted(range(len(requests)), key=lambda i: len(encoded[i]))
+        try:
+            run_split_on_oom(order, step, too_big, device=self.device, on_oom=halve_rows)
+        except Exception as exc:  # noqa: BLE001 - a failure must still answer every request
+            log.exception("generation failed with %d of %d requests unfinished", len(requests) - len(done), len(requests))
+            for i in order:
+                if i not in done:
+                    finish(i, self._error(requests[i], f"{type(exc).__name__}: {exc}"))
+
+    def _decode(
+        self,
+        todo: list[int],
+        requests: Sequence[ChatRequest],
+        encoded: list[list[int]],
+        max_rows: int,
+        finish: Callable[[int, ChatResult], None],
+    ) -> None:
+        """One run of the continuous loop over ``todo`` (request indices)."""
+        d = self.decoding
+        joined_at: dict[int, float] = {}
+        prompts = [encoded[i] for i in todo]
+        choose = self._chooser([requests[i] for i in todo])
+
+        def on_finish(done: continuous.Finished) -> None:
+            i = todo[done.index]
+            tokens = done.tokens[:-1] if done.stopped else done.tokens
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            finish(
+                i,
+                ChatResult(
+                    id=requests[i].id,
+                    text=text,
+                    finish_reason="stop" if done.stopped else "length",
+                    prompt_tokens=len(encoded[i]),
+                    completion_tokens=len(done.tokens),
+                    latency_s=time.perf_counter() - joined_at.get(done.index, started),
+                ),
+            )
+
+        def timed_choose(logits: Any, rows: list[int]) -> Any:
+            now = time.perf_counter()
+            for r in rows:
+                joined_at.setdefault(r, now)
+            return choose(logits, rows)
+
+        started = time.perf_counter()
+        stats = continuous.generate(
+            self.model,
+            prompts,
+            max_new_tokens=d.max_new_tokens,
+            eos_ids=self.eos_ids,
+            pad_id=self.tokenizer.pad_token_id,
+            max_rows=max_rows,
+            token_budget=self.batch_tokens,
+            choose=timed_choose,
+            on_finish=on_finish,
+        )
+        self.stats.add(stats)
+
+    def _chooser(self, requests: Sequence[ChatRequest]) -> Callable[[Any, list[int]], Any]:
+        """Next-token choice for the loop: argmax, or each request's own seeded draw when sampling."""
+        d = self.decoding
+        if d.temperature <= 0:
+            return lambda logits, rows: logits.argmax(-1)
+        import torch
+
+        generators = [torch.Generator().manual_seed(_row_seed(d.seed, r.id)) for r in requests]
+
+        def draw(logits: Any, rows: list[int]) -> Any:
+            picked = draw_rows(logits, [generators[r] for r in rows], d.temperature, d.top_p)
+            return picked.to(logits.device)
+
+        return draw
+
     def _run_batch(self, requests: list[ChatRequest], encoded: list[list[int]]) -> list[ChatResult]:
-        """One batch through the OOM split; any other failure fails the batch's rows, not the run."""
+        """One padded batch through ``generate`` and the OOM split (models the loop cannot run)."""
         rows = list(zip(requests, encoded))
 
         def step(part: Sequence[tuple[ChatRequest, list[int]]]) -> list[ChatResult]:
@@ -310,18 +430,26 @@ class RowSampler:
         """Replace each row's scores by a one-hot choice drawn with that row's generator."""
         import torch
 
-        probs = torch.softmax(scores.float().cpu() / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            sorted_p, idx = torch.sort(probs, descending=True, dim=-1)
-            cumulative = torch.cumsum(sorted_p, dim=-1)
-            drop = cumulative - sorted_p > self.top_p
-            sorted_p[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+        choice = draw_rows(scores, self.generators, self.temperature, self.top_p)
         out = torch.full_like(scores, float("-inf"))
-        for row, gen in enumerate(self.generators):
-            choice = torch.multinomial(probs[row], 1, generator=gen)
-            out[row, choice.to(scores.device)] = 0.0
+        out[torch.arange(scores.shape[0], device=scores.device), choice.to(scores.device)] = 0.0
         return out
+
+
+def draw_rows(scores: Any, generators: Sequence[Any], temperature: float, top_p: float) -> Any:
+    """One token id per row, drawn from softmax(scores / temperature) cut to the top-p nucleus,
+    with row ``k``'s own generator: a row's draw never depends on the other rows."""
+    import torch
+
+    probs = torch.softmax(scores.float().cpu() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = torch.sort(probs, descending=True, dim=-1)
+        cumulative = torch.cumsum(sorted_p, dim=-1)
+        drop = cumulative - sorted_p > top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    picks = [torch.multinomial(probs[row], 1, generator=gen) for row, gen in enumerate(generators)]
+    return torch.cat(picks)
 
 
 # -- GGUF ------------------------------------------------------------------------------------
