@@ -43,11 +43,14 @@ def compare_command(
     policy: str = typer.Option(None, "--policy", "-p", help="Scoring policy applied to every run."),
 ) -> None:
     """Put runs (models, settings) side by side per locale: rates, gaps with CIs, trust."""
-    from xsafety.report.compare import compare_runs
+    from xsafety.report.compare import compare, write_comparison
 
     try:
-        folder = compare_runs(runs, out, policy)
+        result = compare(runs, policy)
+        folder = write_comparison(result, runs, out)
     except XSafetyError as exc:
         fail(str(exc))
         return
+    for line in result.warnings:
+        typer.secho(f"warning: {line}", fg="yellow", err=True)
     typer.echo(f"comparison: {folder / 'index.html'}")
