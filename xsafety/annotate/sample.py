@@ -5,8 +5,9 @@ hundreds of compliances) are seen by a human at all; stratifying by category spr
 over kinds of harm. Within a locale the sample is split evenly over the judge's labels (what a
 label cannot fill goes to the others), and within a label round-robin over its categories.
 
-Because the strata are not sampled in proportion, every item carries ``weight`` = (items in its
-stratum) / (items sampled from it): the inverse of its chance of being drawn. Validity figures
+Because the judge's labels are not sampled in proportion, every item carries ``weight`` = (items
+with its judge label) / (items sampled with it): the inverse of its chance of being drawn (the
+categories only spread the sample; a small sample cannot reach them all). Validity figures
 weight the labels by it (``xsafety.report.validity``), so over-sampling a label does not bias the
 judge's sensitivity and specificity.
 """
@@ -119,9 +120,12 @@ def _stratified(rows: list[dict[str, Any]], n: int, rng: random.Random) -> list[
                     progressed = True
             if not progressed:
                 break
+        # Weighted by label (the stratum that is over-sampled on purpose): categories only spread
+        # the sample, and one a small sample never reaches could not be weighted back in anyway.
+        population, drawn = sum(len(p) for p in pools.values()), sum(taken.values())
         for c in order:
             for r in pools[c][: taken[c]]:
-                picked.append((r, len(pools[c]) / taken[c]))
+                picked.append((r, population / drawn))
     return picked
 
 
