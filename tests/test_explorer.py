@@ -16,6 +16,7 @@ from xsafety.report.build import compute
 from xsafety.report.explorer import EN_REFUSED, LOCALE_REFUSED, embed_json, explorer_payload, flipped_pairs
 from xsafety.export import item_rows, items_frame
 from xsafety.report.synthetic import SYNTH_JUDGE, SYNTH_MODEL, Outcome, make_prompts, make_translation, random_run, write_run
+from xsafety.report.wording import COMPLIED_NOT_JUDGED
 from xsafety.store import Store
 
 
@@ -98,7 +99,7 @@ def test_refusal_only_judge_never_says_safe(tmp_path: Path) -> None:
     data = compute(run, breakdowns=False)
     payload = explorer_payload(data, item_rows(data.run))
     assert "safe" not in payload["lookups"]["label"]
-    assert set(payload["lookups"]["label"]) == {"refusal", "not_refused"}
+    assert set(payload["lookups"]["label"]) == {"refusal", COMPLIED_NOT_JUDGED}
 
 
 def test_embedded_json_cannot_close_its_block() -> None:

@@ -35,8 +35,8 @@ back_translation    str        the answer translated back into English (null in 
 judge               str        the judge signature
 mode                str        ``native`` or ``back-translated``
 label               str        the label as reports read it: refusal, safe, unsafe, invalid,
-                               or ``not_refused`` from a refusal-only judge (which cannot say
-                               "safe": it did not judge harm)
+                               or "complied (harm not judged)" from a refusal-only judge
+                               (which cannot say "safe": it did not judge harm)
 judge_label         str        the label exactly as the judge stored it
 reason              str        the judge's reason: matched refusal phrase, guard category,
                                ``unparsable``, the invalid reason ...
@@ -61,12 +61,12 @@ from xsafety.errors import InputError
 from xsafety.records import Prompt, Response, Verdict
 from xsafety.report.categories import UNCATEGORISED, macro_of
 from xsafety.report.frame import ENGLISH, PRIMARY_MODE, RunData, base_of, load_run
+from xsafety.report.wording import shown_label
 from xsafety.store import Store
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "jsonl", "csv")
-NOT_REFUSED = "not_refused"
 NO_SOURCE_CATEGORY = "none"
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -163,11 +163,6 @@ def verdict_reason(v: dict[str, Any]) -> str:
     if not parts and meta.get("check"):
         parts.append(f"check: {meta['check']}")
     return "; ".join(parts)
-
-
-def shown_label(label: str, harm_judged: bool) -> str:
-    """The label as reports read it: a refusal-only judge's "safe" only means "not refused"."""
-    return NOT_REFUSED if label == "safe" and not harm_judged else label
 
 
 def _records(store: Store, cls: type[Response] | type[Verdict]) -> Iterator[dict[str, Any]]:

@@ -30,6 +30,7 @@ import polars as pl
 
 from xsafety.report.aggregate import PAIR_KEY
 from xsafety.report.frame import ENGLISH
+from xsafety.report.wording import COMPLIED_NOT_JUDGED
 
 if TYPE_CHECKING:
     from xsafety.report.build import ReportData
@@ -421,7 +422,8 @@ def render_explorer(data: "ReportData", items: list[dict[str, Any]] | None = Non
         f'<p class="meta">Every response of the run ({n}), one row each. The label is the primary judge\'s '
         f"(<code>{escape(judge)}</code>, native); click a row for the English prompt, the prompt as sent, the "
         "response, its back-translation and every judge's label with its reason. "
-        + ("" if data.harm_judged else "The primary judge detects refusals only: \"not refused\" is not \"safe\". ")
+        + ("" if data.harm_judged else f"The primary judge detects refusals only: an answer it did not see refused "
+           f"reads \"{COMPLIED_NOT_JUDGED}\", never \"safe\". ")
         + "Flipped pairs are the discordant pairs behind each locale's refusal McNemar test.</p>",
         '<div class="tabs bar"><button type="button" data-tab="items">All responses</button>'
         '<button type="button" data-tab="pairs">Flipped pairs</button></div>',
