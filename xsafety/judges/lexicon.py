@@ -418,7 +418,8 @@ def parse_phrase_file(path: Path, locale: str) -> PhraseList:
         if stripped.startswith("[") and stripped.endswith("]"):
             raise ConfigError(f"unknown section {stripped}", file=path, line=lineno, field="section")
         phrase = normalize(stripped)
-        if phrase.count("(") != phrase.count(")") or "{" in _SLOT.sub("", phrase) or ")?" in phrase:
+        rest = _SLOT.sub("", phrase)
+        if any(ch in rest for ch in "{}()") or ")?" in phrase:
             raise ConfigError(f"malformed slot or group in {stripped!r}", file=path, line=lineno, field="phrase")
         sections[section].append(phrase)
     if not scripts:
