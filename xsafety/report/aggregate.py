@@ -316,8 +316,11 @@ def rejections(run: RunData) -> pl.DataFrame:
     if tr.is_empty():
         return pl.DataFrame(schema=schema)
     totals = tr.group_by("locale").agg(pl.len().alias("n_translations"))
+    # Accepted translations with a failed gate are human references kept under the exemption:
+    # listed apart (xsafety.report.translation_error.exemptions), not counted as rejections.
     failed = (
-        tr.select("locale", pl.col("failed_gates").alias("gate"))
+        tr.filter(~pl.col("accepted"))
+        .select("locale", pl.col("failed_gates").alias("gate"))
         .explode("gate")
         .drop_nulls("gate")
         .group_by("locale", "gate")

@@ -109,3 +109,22 @@ def sensitivity(
                             for e in engines]
             rows += subsets
     return pl.DataFrame(rows, schema=SENSITIVITY_SCHEMA) if rows else pl.DataFrame(schema=SENSITIVITY_SCHEMA)
+
+
+EXEMPT_SCHEMA: dict[str, Any] = {"locale": pl.Utf8, "gate": pl.Utf8, "n_exempt": pl.Int64, "n_translations": pl.Int64}
+
+
+def exemptions(run: RunData) -> pl.DataFrame:
+    """Per locale and gate: human reference translations kept although that gate failed them."""
+    tr = run.translations
+    if tr.is_empty():
+        return pl.DataFrame(schema=EXEMPT_SCHEMA)
+    totals = tr.group_by("locale").agg(pl.len().alias("n_translations"))
+    kept = (
+        tr.filter(pl.col("accepted") & (pl.col("failed_gates").list.len() > 0))
+        .select("locale", pl.col("failed_gates").alias("gate"))
+        .explode("gate")
+        .group_by("locale", "gate")
+        .agg(pl.len().alias("n_exempt"))
+    )
+    return kept.join(totals, on="locale", how="left").sort("locale", "gate").select(list(EXEMPT_SCHEMA)).cast(EXEMPT_SCHEMA)

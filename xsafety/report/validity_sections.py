@@ -118,6 +118,14 @@ def _sensitivity_rows(data: "ReportData", locale: str) -> list[dict[str, Any]]:
     return rows
 
 
+EXEMPT_TITLE = "Human reference translations kept although a gate failed them (exempt; gate scores recorded)"
+
+
+def _exempt_rows(data: "ReportData", locale: str) -> list[dict[str, Any]]:
+    e = data.tables.get("gate_exemptions")
+    return [] if e is None else e.filter(pl.col("locale") == locale).to_dicts()
+
+
 VALIDITY_COLUMNS = [("metric", "metric"), ("labels", "n_labels"), ("judge validity", "validity"), ("label sources", "sources")]
 CORRECTED_COLUMNS = [
     ("metric", "metric"), ("pairs", "n_pairs"), ("raw gap (pp) [95% CI]", "_raw_gap"),
@@ -149,6 +157,10 @@ def markdown_locale(data: "ReportData", locale: str) -> str:
         parts.append("\n### Raw and corrected\n")
         parts.append(md_table(corrected, _md_columns(CORRECTED_COLUMNS)))
         parts.append("\n" + CORRECTION_NOTE + "\n")
+    exempt = _exempt_rows(data, locale)
+    if exempt:
+        parts.append(f"\n### {EXEMPT_TITLE}\n")
+        parts.append(md_table(exempt, [("gate", "gate", None), ("kept", "n_exempt", None), ("of translations", "n_translations", None)]))
     sens = _sensitivity_rows(data, locale)
     if sens:
         parts.append("\n## Translation sensitivity (gap on all items vs better-translated items, per engine)\n")
@@ -187,6 +199,11 @@ def html_locale(data: "ReportData", locale: str) -> str:
         out.append(_html_table(corrected, CORRECTED_COLUMNS))
         out.append(f'<p class="meta">{escape(CORRECTION_NOTE)}</p>')
     out.append("</details>")
+    exempt = _exempt_rows(data, locale)
+    if exempt:
+        out.append(f"<details><summary>{escape(EXEMPT_TITLE)}</summary>")
+        out.append(_html_table(exempt, [("gate", "gate"), ("kept", "n_exempt"), ("of translations", "n_translations")]))
+        out.append("</details>")
     sens = _sensitivity_rows(data, locale)
     if sens:
         out.append("<details><summary>Translation sensitivity</summary>")

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 64  # items per engine call: big enough for batching, small enough to save progress often
+REFERENCE_ENGINE = "reference"
+# Part of a reference engine's stage signature: references gated before the exemption existed
+# (and rejected) are looked up again rather than kept rejected.
+REFERENCE_EXEMPTION = "reference-gate-exemption:1"
 
 
 def _resolve_locale(locale: Any) -> Any:
@@ -75,11 +79,28 @@ def _back_engine(spec: str | Engine | None, engine: Engine, code: str) -> Engine
     return pick_back_engine(code)
 
 
+def is_human_reference(attempt: Attempt) -> bool:
+    """Whether an attempt is a human reference translation (the ``reference`` engine's lookup)."""
+    return attempt.engine.split("|", 1)[0] == REFERENCE_ENGINE and bool(attempt.candidate.text.strip())
+
+
 def make_record(
     prompt: Prompt, locale: str, key: str, attempts: list[Attempt], settings: GateSettings, model: QualityModel
 ) -> Translation:
-    """The Translation for one prompt from its attempts (the best one chosen)."""
+    """The Translation for one prompt from its attempts (the best one chosen).
+
+    A human reference translation is exempt from the gates: they measure machine translation
+    (a length ratio, a round trip through an engine) and a human translator's free rendering must
+    not be thrown away by them. It is kept (accepted) with every gate's score recorded, and the
+    gates it would have failed named in ``reason`` and ``meta["gate_exempt"]``, never dropped silently.
+    """
     chosen = best(attempts)
+    exempt = not chosen.passed and is_human_reference(chosen)
+    why = reason(chosen)
+    extra: dict[str, Any] = {}
+    if exempt:
+        extra = {"gate_exempt": {"why": "human reference translation", "failed": chosen.failed}}
+        why = "human reference kept, exempt from the gates (" + why.removeprefix("failed ") + ")"
     return Translation(
         key=key,
         prompt_id=prompt.id,
@@ -92,8 +113,8 @@ def make_record(
         back_engine=chosen.back_engine,
         gates=chosen.gates,
         quality=chosen.quality,
-        accepted=chosen.passed,
-        reason=reason(chosen),
+        accepted=chosen.passed or exempt,
+        reason=why,
         attempts=tuple(a.to_dict() for a in attempts),
         meta={
             "step": chosen.step,
@@ -103,6 +124,7 @@ def make_record(
             "bleu_signature": bleu_signature(),
             "gate_settings": settings.signature(),
             "quality_model": model.signature(),
+            **extra,
         },
     )
 
@@ -157,6 +179,7 @@ def translate_locale(
         fall.signature(ENGLISH, code) if fall else None,
         settings.signature(),
         model.signature(),
+        *([REFERENCE_EXEMPTION] if eng.name == REFERENCE_ENGINE else []),
     )
     keys = {p.id: stable_hash("translation", p.key, code, stage_sig) for p in prompts}
 
