@@ -4,6 +4,7 @@ intervals and "validated on N labels"; the rest say "unvalidated" in plain words
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -71,8 +72,6 @@ def test_config_names_the_calibration_relative_to_the_config(run: Path, calibrat
     info["config_file"] = str(calibration.parent / "run.toml")
     info["config"] = {"report": {"calibration": calibration.name}}
     copy = tmp_path / "run"
-    import shutil
-
     shutil.copytree(run, copy)
     (copy / "run.json").write_text(json.dumps(info))
     data = compute(copy, n_boot=50)
@@ -81,3 +80,18 @@ def test_config_names_the_calibration_relative_to_the_config(run: Path, calibrat
     (copy / "run.json").write_text(json.dumps(info))
     with pytest.raises(InputError, match="missing.json"):
         compute(copy, n_boot=50)
+
+
+def test_run_config_names_a_calibration_file(calibration: Path, tmp_path: Path) -> None:
+    from xsafety.config import load_config, validate_names
+
+    shutil.copy(calibration, tmp_path / "cal.json")
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[run]\nlocales = ["es"]\n\n[report]\ncalibration = "cal.json"\n')
+    config = load_config(cfg)
+    assert config.calibration == "cal.json"
+    validate_names(config, ["en", "es"])
+    cfg.write_text('[run]\nlocales = ["es"]\n\n[report]\ncalibration = "gone.json"\n')
+    with pytest.raises(InputError) as err:
+        validate_names(load_config(cfg), ["en", "es"])
+    assert "run.toml:5" in str(err.value) and "report.calibration" in str(err.value) and "gone.json" in str(err.value)

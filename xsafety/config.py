@@ -96,7 +96,7 @@ SCHEMA: dict[str, dict[str, str]] = {
     "models": {"spec": "str", "name": "str", **{k: "scalar" for k in MODEL_OPTIONS}},
     "decoding": {"max_new_tokens": "int", "temperature": "float", "top_p": "float", "seed": "int"},
     "variants": {"name": "str", "system": "str", "base": "bool"},
-    "report": {"policy": "str"},
+    "report": {"policy": "str", "calibration": "str"},
 }
 ARRAY_SECTIONS = ("models", "variants")
 TRANSLATION_ENGINES: tuple[str, ...] = ("apertium", "seq2seq", "chat", "reference")
@@ -157,6 +157,7 @@ class RunConfig:
     decoding: Decoding = Decoding(max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     variants: tuple[VariantConfig, ...] = (VariantConfig("none", None, True),)
     policy: str | None = None
+    calibration: str | None = None  # judge calibration file (xsafety.report.validity), relative to the config
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -367,6 +368,7 @@ def parse_config(data: dict[str, Any], *, text: str = "", source: str = "") -> R
         decoding=decoding,
         variants=variants,
         policy=report.get("policy"),
+        calibration=report.get("calibration"),
         source=source,
         raw=data,
     )
@@ -605,6 +607,16 @@ def validate_names(config: RunConfig, locales: list[str]) -> None:
             load_policy(config.policy)
         except InputError as exc:
             raise p.err(exc.message if exc.file is None else str(exc), "report", "policy") from None
+    if config.calibration is not None:
+        from xsafety.report.validity import read_calibration
+
+        cal = Path(config.calibration)
+        if not cal.is_absolute() and config.source:
+            cal = Path(config.source).parent / cal
+        try:
+            read_calibration(cal)
+        except InputError as exc:
+            raise p.err(str(exc), "report", "calibration") from None
     from xsafety.taxonomy import list_sets
 
     known_sets = list_sets()

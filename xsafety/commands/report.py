@@ -20,13 +20,15 @@ def report_command(
     out: Path = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
     judge: str = typer.Option(None, "--judge", help="Primary judge signature (default: from run.json, else the busiest)."),
     min_pairs: int = typer.Option(30, "--min-pairs", help="Flag gaps resting on fewer pairs than this."),
+    calibration: Path = typer.Option(None, "--calibration", help="Judge calibration file (`xsafety annotate calibrate`)."),
 ) -> None:
     """Write the report of a run (tables, Markdown, heatmaps, index.html) and print its summary."""
     from xsafety.report.aggregate import Thresholds
     from xsafety.report.build import compute, summary_rich, write_report
 
     try:
-        data = compute(run_dir, policy, thresholds=Thresholds(min_pairs=min_pairs), primary_judge=judge)
+        data = compute(run_dir, policy, thresholds=Thresholds(min_pairs=min_pairs), primary_judge=judge,
+                       calibration=calibration)
         folder = write_report(data, out if out is not None else run_dir / "report")
     except XSafetyError as exc:
         fail(str(exc))
