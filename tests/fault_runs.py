@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import polars as pl
+
+# The long fault suite (scripts/faults.py sets it): every case on its own, every kill point.
+LONG = os.environ.get("XSAFETY_LONG_FAULTS") == "1"
 
 FAST_CONFIG = """\
 [run]

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from xsafety.report.aggregate import METRICS, Thresholds, paired_diff, primary_frame
+from xsafety.report.csvsafe import write_csv
 from xsafety.report.frame import load_run
 from xsafety.report.policy import load_policy
 from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
@@ -124,7 +125,7 @@ def write_variant_effects(run_dir: str | Path, report_dir: str | Path, base: str
     effects = variant_effects(primary, base)
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    effects.write_csv(out / "variants.csv")
+    write_csv(effects, out / "variants.csv")  # formula cells neutralised (csvsafe)
     effects.write_parquet(out / "variants.parquet")
     lines = [
         "# Variants vs the base variant",

@@ -15,6 +15,7 @@ from rich.table import Table
 from xsafety.report import aggregate as agg
 from xsafety.report import judge_error, translation_error
 from xsafety.report.aggregate import NOT_MEASURED
+from xsafety.report.csvsafe import write_csv
 from xsafety.report.frame import ENGLISH, RunData, load_run
 from xsafety.report.policy import Policy, load_policy
 from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
@@ -116,7 +117,7 @@ def write_tables(data: ReportData, out: Path) -> list[Path]:
     written = []
     for name, df in data.tables.items():
         df.write_parquet(folder / f"{name}.parquet")
-        df.write_csv(folder / f"{name}.csv")
+        write_csv(df, folder / f"{name}.csv")  # formula cells neutralised (csvsafe)
         written += [folder / f"{name}.parquet", folder / f"{name}.csv"]
     return written
 

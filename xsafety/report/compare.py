@@ -32,6 +32,7 @@ import polars as pl
 from xsafety.errors import InputError
 from xsafety.report.aggregate import NOT_MEASURED, paired_frame
 from xsafety.report.build import compute
+from xsafety.report.csvsafe import write_csv
 from xsafety.report.frame import ENGLISH
 from xsafety.report.html import SORT_SCRIPT, STYLE, script_hash, table_html
 from xsafety.report.markdown import gap_text, md_table, pct, pval
@@ -352,11 +353,11 @@ def write_comparison(result: Comparison, runs: Sequence[str | Path], out: Path) 
     long, diffs = result.long, result.diffs
     wide = wide_frame(long)
     out.mkdir(parents=True, exist_ok=True)
-    long.write_csv(out / "compare.csv")
+    write_csv(long, out / "compare.csv")  # formula cells neutralised (csvsafe)
     long.write_parquet(out / "compare.parquet")
-    wide.write_csv(out / "compare_wide.csv")
+    write_csv(wide, out / "compare_wide.csv")
     wide.write_parquet(out / "compare_wide.parquet")
-    diffs.write_csv(out / "compare_gap_diffs.csv")
+    write_csv(diffs, out / "compare_gap_diffs.csv")
     diffs.write_parquet(out / "compare_gap_diffs.parquet")
     plot = plot_differences(diffs, out / PLOT_FILE)
     if plot is None:

@@ -63,8 +63,27 @@ def accepted_text(row: dict[str, Any]) -> str:
     return f"{pct(row.get('acceptance'))} ({row.get('n_accepted') or 0}/{n})" if n else "-"
 
 
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+# Characters that make Markdown (or the HTML a viewer renders it to) do something: tags and
+# entities, links and images, code spans, table cells, escapes. Emphasis is only cosmetic.
+_MD_ESCAPES = {"\\": "\\\\", "`": "\\`", "|": "\\|", "[": "\\[", "]": "\\]", "!": "\\!",
+               "&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": " ", "\n": " "}
+
+
+def md_text(value: Any) -> str:
+    """A user- or model-supplied string as inert Markdown text on one line (ids, names, labels)."""
+    return "".join(_MD_ESCAPES.get(ch, ch) for ch in str(value))
+
+
+def md_code(value: Any) -> str:
+    """A string to put between backticks: nothing inside a code span is markup but a backtick."""
+    return str(value).replace("`", "'").replace("\r", " ").replace("\n", " ")
+
+
+def _cell(value: Any, formatted: bool = False) -> str:
+    # Our own formatted figures ("+1.2 [-0.3, +2.5]") keep their brackets; data is escaped whole.
+    if formatted:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+    return md_text(value)
 
 
 def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, Fmt | None]]) -> str:
@@ -74,7 +93,8 @@ def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, F
     head = "| " + " | ".join(h for h, _, _ in columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
     body = [
-        "| " + " | ".join(_cell(f(r.get(k)) if f else r.get(k, "")) for _, k, f in columns) + " |" for r in rows
+        "| " + " | ".join(_cell(f(r.get(k)), True) if f else _cell(r.get(k, "")) for _, k, f in columns) + " |"
+        for r in rows
     ]
     return "\n".join([head, sep, *body]) + "\n"
 
@@ -103,18 +123,18 @@ def header(data: "ReportData", title: str) -> str:
     """Common head of every Markdown file: what was scored, by whom, under which policy."""
     run = data.run
     lines = [
-        f"# {title}",
+        f"# {md_text(title)}",
         "",
-        f"- run: `{run.run_dir}`",
+        f"- run: `{md_code(run.run_dir)}`",
         f"- responses: {run.n_responses} ({run.n_response_errors} failed generation and are not scored)",
         *(
             [f"- left out: {run.n_stale_responses} stored responses the current config does not ask for"]
             if run.n_stale_responses
             else []
         ),
-        f"- primary judge (native mode): `{run.primary_judge or 'none'}`",
+        f"- primary judge (native mode): `{md_code(run.primary_judge or 'none')}`",
         f"- judges with verdicts: {len(run.judges)}",
-        f"- policy: `{data.policy.name}` - {data.policy.description}",
+        f"- policy: `{md_code(data.policy.name)}` - {md_text(data.policy.description)}",
         f"- small cells: fewer than {data.thresholds.min_pairs} pairs",
         "",
     ]
