@@ -24,9 +24,19 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: the installed package's version, then exit."""
+    if value:
+        from xsafety import __version__
+
+        typer.echo(f"xsafety {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     """xsafety: translate, generate, judge and report cross-lingual safety."""
     logging.basicConfig(

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xsafety.commands.common import fail, split_list
+from xsafety.commands.common import fail, legacy_run_dir_argument, legacy_run_option, pick_run_dir, run_dir_option, split_list
 from xsafety.errors import XSafetyError
 
 app = typer.Typer(no_args_is_help=True)
@@ -18,7 +18,8 @@ console = Console(width=140)
 
 @app.command("export", help="Write a stratified sample of a run's answers as an offline HTML page and a CSV.")
 def export_command(
-    run_dir: Path = typer.Argument(..., help="Run directory with judged responses."),
+    legacy_dir: Path = legacy_run_dir_argument(),
+    run_dir: Path = run_dir_option("Run directory with judged responses."),
     per_locale: int = typer.Option(30, "--per-locale", "-n", help="Answers to sample per locale."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (the same seed draws the same sample)."),
     locales: str = typer.Option("", "--locales", help="Comma-separated locales (default: every judged locale)."),
@@ -26,6 +27,8 @@ def export_command(
 ) -> None:
     """Draw the sample and print where the page and CSV are."""
     from xsafety.annotate import export_sample
+
+    run_dir = pick_run_dir(run_dir, legacy_dir)
 
     try:
         sample, page, table = export_sample(run_dir, per_locale, seed=seed, locales=split_list(locales) or None, out_dir=out)
@@ -42,11 +45,14 @@ def export_command(
 @app.command("import", help="Store labels (the page's JSONL download, or the filled-in CSV) in a run, append-only.")
 def import_command(
     file: Path = typer.Argument(..., help="Labels: JSONL from the page, or the sample CSV with a label column."),
-    run_dir: Path = typer.Option(..., "--run-dir", "--run", help="Run directory the sample was drawn from."),
+    run_dir: Path = run_dir_option("Run directory the sample was drawn from."),
+    run: Path = legacy_run_option("--run"),
     annotator: str = typer.Option(None, "--annotator", help="Annotator id for rows that carry none (CSV)."),
 ) -> None:
     """Import and print how many labels were new."""
     from xsafety.annotate import agreement, import_labels
+
+    run_dir = pick_run_dir(run_dir, run)
 
     try:
         summary = import_labels(file, run_dir, annotator=annotator)
@@ -59,9 +65,14 @@ def import_command(
 
 
 @app.command("agreement", help="Cohen's kappa per locale between annotators who labelled the same items.")
-def agreement_command(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
+def agreement_command(
+    legacy_dir: Path = legacy_run_dir_argument(),
+    run_dir: Path = run_dir_option(),
+) -> None:
     """Print agreement per locale."""
     from xsafety.annotate import agreement
+
+    run_dir = pick_run_dir(run_dir, legacy_dir)
 
     rows = agreement(run_dir)
     if not rows:

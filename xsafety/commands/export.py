@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from xsafety.commands.common import fail
+from xsafety.commands.common import fail, legacy_run_dir_argument, pick_run_dir, run_dir_option
 from xsafety.errors import XSafetyError
 
 
 def export_command(
-    run_dir_arg: Path = typer.Argument(None, metavar="[RUN_DIR]", help="Run directory (or give --run-dir)."),
-    run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (holds responses/ and verdicts/)."),
+    legacy_dir: Path = legacy_run_dir_argument(),
+    run_dir: Path = run_dir_option(),
     fmt: str = typer.Option("parquet", "--format", "-f", help="parquet, jsonl or csv."),
     out: Path = typer.Option(None, "--out", "-o", help="Output file (default: RUN_DIR/export/items.FORMAT)."),
     judge: str = typer.Option(None, "--judge", help="Primary judge signature (default: the report's)."),
@@ -24,10 +24,7 @@ def export_command(
     """
     from xsafety.export import FORMATS, export_run
 
-    where = run_dir if run_dir is not None else run_dir_arg
-    if where is None:
-        fail("give the run directory: xsafety export --run-dir DIR")
-        return
+    where = pick_run_dir(run_dir, legacy_dir)
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         return

@@ -6,7 +6,7 @@ import typer
 
 from pathlib import Path
 
-from xsafety.commands.common import fail, split_list
+from xsafety.commands.common import fail, legacy_run_option, pick_run_dir, split_list
 from xsafety.errors import InputError, XSafetyError
 from xsafety.validate import decoding_problems, model_option_problem
 
@@ -33,7 +33,8 @@ def generate_command(
     model: str = typer.Option("smollm2", "--model", "-m", help="Model spec: smollm2, hf:ID_OR_PATH, gguf:FILE, openai:MODEL@URL[,URL...]"),
     set_name: str = typer.Option("builtin", "--set", "-s", help="Instruction set name or path to a prompts JSONL file."),
     locales: str = typer.Option("en", "--locales", "-l", help="Comma-separated locales, e.g. en,es,sw."),
-    run: str = typer.Option(..., "--run", "-r", help="Run directory (created if missing; reruns resume)."),
+    run_dir: str = typer.Option(None, "--run-dir", help="Run directory (created if missing; reruns resume)."),
+    run: str = legacy_run_option("--run", "-r"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens to generate per answer."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy; above 0 samples with --seed."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (used when temperature > 0)."),
@@ -46,6 +47,7 @@ def generate_command(
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Local models: token budget per batch."),
 ) -> None:
     """Generate responses for the accepted prompts of a set in each locale, resuming where a run stopped."""
+    run = pick_run_dir(run_dir, run)
     from xsafety.generate import build_items, generate
     from xsafety.models import Decoding, load_model
     from xsafety.models.spec import parse_spec
@@ -65,9 +67,9 @@ def generate_command(
                 raise InputError(problem, field=f"--{name.replace('_', '-')}")
         run_path = Path(run)
         if not run.strip():
-            raise InputError("must name a folder", field="--run")
+            raise InputError("must name a folder", field="--run-dir")
         if run_path.exists() and not run_path.is_dir():
-            raise InputError("is a file, not a run directory", file=run_path, field="--run")
+            raise InputError("is a file, not a run directory", file=run_path, field="--run-dir")
         parse_spec(model)  # a malformed spec should fail before any prompt is loaded
         items, missing = build_items(set_name, wanted, system_prompt=system_prompt, limit=limit)
         for locale, count in missing.items():

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xsafety.commands.common import default_group, fail, split_list
+from xsafety.commands.common import default_group, fail, legacy_run_option, pick_run_dir, run_dir_option, split_list
 from xsafety.errors import XSafetyError
 
 app = typer.Typer(no_args_is_help=True, cls=default_group("main"))
@@ -18,14 +18,16 @@ app = typer.Typer(no_args_is_help=True, cls=default_group("main"))
 console = Console(width=150)
 
 
-@app.command("main", help="Judge every stored response of a run (native and back-translated).")
+@app.command("main", hidden=True, help="Judge every stored response of a run (native and back-translated).")
 def judge_command(
-    run: Path = typer.Option(..., "--run", help="Run directory holding the responses."),
+    run_dir: Path = run_dir_option("Run directory holding the responses."),
+    run: Path = legacy_run_option("--run"),
     judge: str = typer.Option("default", "--judge", help="Judge name in judges/ or a TOML path."),
     modes: str = typer.Option("native,back-translated", "--modes", help="Comma-separated: native, back-translated."),
     model: str | None = typer.Option(None, "--model", help="Override the judge's model spec (llm kinds)."),
 ) -> None:
     """Judge a run and print the summary and native/back-translated agreement per locale."""
+    run = pick_run_dir(run_dir, run)
     from xsafety.judges import load_judge
     from xsafety.judges.stage import agreement, judge_run
     from xsafety.store import Store

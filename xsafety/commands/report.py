@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from xsafety.commands.common import default_group, fail
+from xsafety.commands.common import default_group, fail, legacy_run_dir_argument, pick_run_dir, run_dir_option
 from xsafety.errors import XSafetyError
 
 app = typer.Typer(no_args_is_help=True, cls=default_group("main"))
@@ -15,7 +15,8 @@ app = typer.Typer(no_args_is_help=True, cls=default_group("main"))
 
 @app.command("main", hidden=True)
 def report_command(
-    run_dir: Path = typer.Argument(..., help="Run directory (holds responses/ and verdicts/)."),
+    legacy_dir: Path = legacy_run_dir_argument(),
+    run_dir: Path = run_dir_option(),
     policy: str = typer.Option(None, "--policy", "-p", help="Scoring policy: a name in taxonomy/policies or a TOML path."),
     out: Path = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
     judge: str = typer.Option(None, "--judge", help="Primary judge signature (default: from run.json, else the busiest)."),
@@ -26,6 +27,7 @@ def report_command(
     from xsafety.report.aggregate import Thresholds
     from xsafety.report.build import compute, summary_rich, write_report
 
+    run_dir = pick_run_dir(run_dir, legacy_dir)
     try:
         data = compute(run_dir, policy, thresholds=Thresholds(min_pairs=min_pairs), primary_judge=judge,
                        calibration=calibration)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xsafety.commands.common import fail
+from xsafety.commands.common import fail, legacy_run_dir_argument, pick_run_dir, run_dir_option
 from xsafety.errors import XSafetyError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def run_command(
         for line in result.failures[:50]:
             typer.echo(f"  {line}", err=True)
         if len(result.failures) > 50:
-            typer.echo(f"  ... and {len(result.failures) - 50} more (see `xsafety status {result.run_dir}`)", err=True)
+            typer.echo(f"  ... and {len(result.failures) - 50} more (see `xsafety status --run-dir {result.run_dir}`)", err=True)
         raise typer.Exit(1)
 
 
@@ -112,11 +112,13 @@ def _judge_summary_text(summary: object) -> str:
 
 
 def status_command(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `xsafety run`."),
+    legacy_dir: Path = legacy_run_dir_argument(),
+    run_dir: Path = run_dir_option("A run directory written by `xsafety run`."),
 ) -> None:
     """Show per-stage progress of a run: records stored vs planned, and errors."""
     from xsafety.status import run_status, status_table
 
+    run_dir = pick_run_dir(run_dir, legacy_dir)
     try:
         status = run_status(run_dir)
     except XSafetyError as exc:
