@@ -234,7 +234,8 @@ def phrase_regex(phrase: str, unspaced: bool) -> str:
             parts.append(r"[^.!?\u3002\uff01\uff1f]{0,80}?")
         else:
             branches = token[1:-1].split("|")
-            parts.append("(?:" + "|".join(re.escape(b) for b in branches) + ")")
+            # A branch may end in a stem's "*" ("(незаконн*|опасн*)").
+            parts.append("(?:" + "|".join(re.escape(b).replace(r"\*", r"\w*") for b in branches) + ")")
         pos = m.end()
     parts.append(re.escape(phrase[pos:]))
     # "{w?} " leaves a doubled space pattern ("\ " after the optional group): allow it to be absent.
@@ -419,7 +420,7 @@ def parse_phrase_file(path: Path, locale: str) -> PhraseList:
             raise ConfigError(f"unknown section {stripped}", file=path, line=lineno, field="section")
         phrase = normalize(stripped)
         rest = _SLOT.sub("", phrase)
-        if any(ch in rest for ch in "{}()") or ")?" in phrase:
+        if any(ch in rest for ch in "{}()?"):
             raise ConfigError(f"malformed slot or group in {stripped!r}", file=path, line=lineno, field="phrase")
         sections[section].append(phrase)
     if not scripts:
