@@ -128,13 +128,16 @@ def test_refusal_only_judge_reads_not_measured_everywhere(lexicon_run: Path, tmp
     for name in ("heatmap_refusal.png", "heatmap_refusal_gap.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary_md = (out / "summary.md").read_text()
-    assert "| es | medium | 36 | n/m | 25.0% | n/m | n/m | n/m | n/m | -25.0 [" in summary_md
+    # unsafe and its corrected rate n/m; refusal and its corrected rate (no human labels: unvalidated)
+    assert "| es | medium | 36 | n/m | n/m | 25.0% | unvalidated | " in summary_md
+    assert "| n/m | n/m | n/m | n/m | n/m | -25.0 " in summary_md  # failure, safety, unsafe gap (+corrected), p
     assert "+0.0 [+0.0, +0.0]" not in summary_md and "1.000" not in summary_md
     assert "## Refusal rate by locale x ALERT macro category" in summary_md
     assert "](heatmap_refusal.png)" in summary_md and "heatmap_unsafe" not in summary_md
     es_md = (out / "es.md").read_text()
     assert "### Refusal gap by macro" in es_md and "\n| unsafe | 36 |" not in es_md  # no unsafe gap row
-    assert "| 36 | 25.0% | n/m | n/m | n/m | 0.0% | n/m | n/m |" in es_md
+    # The non-refused share is "complied (harm not judged)", never "safe".
+    assert "| n | refusal | complied (harm not judged) | unsafe |" in es_md and "| 36 | 25.0% | 75.0% | n/m | n/m |" in es_md
     page = (out / "index.html").read_text()
     # The refusal forest plot, the refusal map and the refusal gap map.
     assert page.count('src="data:image/png;base64,') == 3 and ">n/m</td>" in page
