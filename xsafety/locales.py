@@ -381,10 +381,25 @@ def get_locale(code: str) -> Locale:
 
 
 def default_add_target() -> Path:
-    """Where ``locales add`` writes: the repository registry in a checkout, else the user's file."""
-    if data.is_source_checkout():
-        return packaged_registry_path()
+    """Where ``locales add`` writes: the user's own registry (``XSAFETY_HOME/locales.toml``).
+
+    Never the packaged registry, in a checkout or not: an installed package may not be writable
+    and a checkout's file is shared code; a user's locale joins the registry from their own file.
+    """
     return user_registry_path()
+
+
+def refusal_list_for(code: str) -> Path | None:
+    """The refusal phrase list the lexicon judge would use for a locale (``judges/refusal/<stem>.txt``,
+    trying the lexicon's own fallbacks such as ``pt-BR`` -> ``pt``), or None when there is none."""
+    from xsafety.judges.lexicon import locale_candidates
+
+    folder = data.judges_dir() / "refusal"
+    for stem in locale_candidates(code):
+        path = folder / f"{stem}.txt"
+        if path.is_file():
+            return path
+    return None
 
 
 def _toml_value(value: Any) -> str:

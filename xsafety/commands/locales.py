@@ -79,7 +79,7 @@ def add_command(
     apertium: str | None = typer.Option(None, "--apertium", help="Apertium mode English -> locale."),
     apertium_back: str | None = typer.Option(None, "--apertium-back", help="Apertium mode locale -> English."),
     safety_prompt: str | None = typer.Option(None, "--safety-prompt", help="Safety system prompt written in this language."),
-    file: Path | None = typer.Option(None, "--file", help="Registry file to append to (default: the repo's in a checkout, else ~/.xsafety/locales.toml)."),
+    file: Path | None = typer.Option(None, "--file", help="Registry file to append to (default: your own, XSAFETY_HOME/locales.toml, never the packaged one)."),
 ) -> None:
     """Add a locale: validated first, then appended to the registry file (existing text kept as is)."""
     from xsafety.locales import add_locale
@@ -108,3 +108,11 @@ def add_command(
     except XSafetyError as exc:
         fail(str(exc))
     typer.echo(f"added locale {loc.code} ({loc.name}) to {path}")
+    from xsafety.locales import refusal_list_for
+
+    if refusal_list_for(loc.code) is None:
+        typer.secho(
+            f"warning: no refusal phrase list for {loc.code} (judges/refusal/{loc.code}.txt): the default judge "
+            "checks its answers against the English list only and will miss refusals written in the language",
+            fg="yellow", err=True,
+        )

@@ -12,8 +12,10 @@ from rich.table import Table
 
 from xsafety.commands.common import fail
 from xsafety.errors import XSafetyError
+from xsafety.export import source_category
 from xsafety.importers import FORMATS, import_set
 from xsafety.importers.storage import META_FILE
+from xsafety.records import Prompt
 from xsafety.taxonomy import BUILTIN, list_sets, load_references, load_set, normalize_alert, set_dir
 
 app = typer.Typer(no_args_is_help=True)
@@ -53,27 +55,26 @@ def list_command() -> None:
 @app.command("show")
 def show_command(
     name: str = typer.Argument(..., help="Set name (see `xsafety sets list`) or a prompts JSONL path."),
-    category: str | None = typer.Option(None, "--category", "-c", help="Only this ALERT category (aliases accepted)."),
+    category: str | None = typer.Option(
+        None, "--category", "-c",
+        help="Only this category: an ALERT category (aliases accepted) or the set's own (XSafety issue type, MultiJail tag, CatQA topic).",
+    ),
     limit: int = typer.Option(20, "--limit", "-n", min=0, help="Show at most N prompts (0: counts only)."),
 ) -> None:
     """Show a set's prompts as a table, and how many prompts each category has."""
     try:
         prompts = load_set(name)
         if category:
-            try:
-                wanted = normalize_alert(category)
-            except KeyError as exc:
-                fail(exc.args[0])
-            prompts = [p for p in prompts if p.category == wanted]
+            prompts = _in_category(prompts, category)
         if limit:
             table = Table(title=f"{name}: {len(prompts)} prompts" + (f" in {category}" if category else ""))
             # ids and labels are what users copy, so they never wrap; the text folds instead
             table.add_column("id", no_wrap=True)
             table.add_column("category", no_wrap=True)
-            table.add_column("xsafety type", overflow="fold")
+            table.add_column("source category", overflow="fold")
             table.add_column("text", overflow="fold", ratio=1)
             for p in prompts[:limit]:
-                table.add_row(p.id, p.category or "-", p.xsafety_type or "-", p.text)
+                table.add_row(p.id, p.category or "-", source_category(p), p.text)
             console.print(table)
         counts = Table(title="Prompts per category")
         counts.add_column("category")
@@ -83,6 +84,26 @@ def show_command(
         console.print(counts)
     except XSafetyError as exc:
         fail(str(exc))
+
+
+def _in_category(prompts: list[Prompt], category: str) -> list[Prompt]:
+    """Prompts of an ALERT category, else of the set's own category (case and spacing ignored).
+
+    An ALERT name wins when it is one; a name that is neither is one line naming both vocabularies.
+    """
+    try:
+        wanted = normalize_alert(category)
+    except KeyError as exc:
+        alert_error = exc.args[0]
+    else:
+        return [p for p in prompts if p.category == wanted]
+    key = " ".join(category.lower().replace("_", " ").split())
+    own = [p for p in prompts if " ".join(source_category(p).lower().replace("_", " ").split()) == key]
+    if not own:
+        names = sorted({source_category(p) for p in prompts} - {"none"})
+        shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+        fail(f"{alert_error}; nor is it one of the set's own categories" + (f" ({shown})" if names else ""))
+    return own
 
 
 def import_command(
