@@ -316,8 +316,8 @@ def rejections(run: RunData) -> pl.DataFrame:
     if tr.is_empty():
         return pl.DataFrame(schema=schema)
     totals = tr.group_by("locale").agg(pl.len().alias("n_translations"))
-    # Accepted translations with a failed gate are human references kept under the exemption:
-    # listed apart (xsafety.report.translation_error.exemptions), not counted as rejections.
+    # Only rejected translations count: an accepted one with a failed gate is a human reference
+    # kept under the exemption, listed apart (xsafety.report.translation_error.exemptions).
     failed = (
         tr.filter(~pl.col("accepted"))
         .select("locale", pl.col("failed_gates").alias("gate"))

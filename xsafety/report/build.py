@@ -105,7 +105,7 @@ def compute(
         for name in GAP_BREAKDOWNS:
             t[f"gaps_locale_{name}"] = agg.gaps(primary, ["locale", *BREAKDOWNS[name]], th, n_boot=n_boot, seed=seed)
         t["translation_sensitivity"] = translation_error.sensitivity(primary, info, judged_metrics, n_boot=n_boot, seed=seed)
-        t["gate_exemptions"] = translation_error.exemptions(run)
+        t["gate_exemptions"] = translation_error.exemptions(run, info)
     data.tables = agg.blank_unmeasured(t, harm=data.harm_judged, failure=data.failure_judged)
     return data
 

@@ -23,6 +23,8 @@ from xsafety.store import Store
 INFO_SCHEMA: dict[str, Any] = {
     "set": pl.Utf8, "prompt_id": pl.Utf8, "locale": pl.Utf8, "tr_quality": pl.Float64, "tr_engine": pl.Utf8,
     "tr_back": pl.Boolean,
+    # Gates a human reference failed but was kept under the exemption (xsafety.translate.stage).
+    "tr_exempt": pl.List(pl.Utf8),
 }
 SENSITIVITY_SCHEMA: dict[str, Any] = {
     "locale": pl.Utf8, "metric": pl.Utf8, "subset": pl.Utf8, "n_pairs": pl.Int64, "gap_pp": pl.Float64,
@@ -47,11 +49,18 @@ def translation_info(run: RunData) -> pl.DataFrame:
     found: dict[tuple[str, str, str], Translation] = _translations_for(Store(run.run_dir), pairs)
     rows = [
         {"set": k[0], "prompt_id": k[2], "locale": k[1], "tr_quality": t.quality, "tr_engine": engine_name(t.engine),
-         "tr_back": bool(t.back)}
+         "tr_back": bool(t.back), "tr_exempt": _exempt_gates(t)}
         for k, t in found.items()
         if (k[0], k[1]) in pairs
     ]
     return pl.DataFrame(rows, schema=INFO_SCHEMA) if rows else pl.DataFrame(schema=INFO_SCHEMA)
+
+
+def _exempt_gates(t: Translation) -> list[str]:
+    """The gates a kept human reference failed (empty for any other translation)."""
+    if not t.accepted or engine_name(t.engine) != "reference":
+        return []
+    return [g.name for g in t.gates if not g.passed]
 
 
 def locale_engines(info: pl.DataFrame) -> dict[str, list[str]]:
@@ -114,15 +123,15 @@ def sensitivity(
 EXEMPT_SCHEMA: dict[str, Any] = {"locale": pl.Utf8, "gate": pl.Utf8, "n_exempt": pl.Int64, "n_translations": pl.Int64}
 
 
-def exemptions(run: RunData) -> pl.DataFrame:
+def exemptions(run: RunData, info: pl.DataFrame) -> pl.DataFrame:
     """Per locale and gate: human reference translations kept although that gate failed them."""
     tr = run.translations
-    if tr.is_empty():
+    if tr.is_empty() or info.is_empty():
         return pl.DataFrame(schema=EXEMPT_SCHEMA)
     totals = tr.group_by("locale").agg(pl.len().alias("n_translations"))
     kept = (
-        tr.filter(pl.col("accepted") & (pl.col("failed_gates").list.len() > 0))
-        .select("locale", pl.col("failed_gates").alias("gate"))
+        info.filter(pl.col("tr_exempt").list.len() > 0)
+        .select("locale", pl.col("tr_exempt").alias("gate"))
         .explode("gate")
         .group_by("locale", "gate")
         .agg(pl.len().alias("n_exempt"))
