@@ -215,9 +215,19 @@ def sentences(text: str, limit_chars: int = 4000) -> list[Sentence]:
 _SLOT = re.compile(r"\{w\}|\{w\?\}|\{\.\.\.\}|\*|\([^()]*\|[^()]*\)")
 
 
+# A word character, vowel signs and joiners included: Python's \w leaves out combining marks, which
+# Indic, Southeast Asian and Arabic-script words are full of ("बता" is letter, letter, vowel sign).
+# Danda, double danda, the Sinhala, Thai, Myanmar and Khmer full stops sit inside those blocks and
+# are left out.
+W = (
+    r"[\w\u0300-\u036f\u0610-\u061a\u064b-\u065f\u06d6-\u06ed\u0900-\u0963\u0966-\u0df3\u0e00-\u0e4f"
+    r"\u0e80-\u0eff\u1000-\u1049\u104c-\u109f\u1780-\u17d3\u17d7-\u17ff\u200c\u200d]"
+)
+
+
 def phrase_regex(phrase: str, unspaced: bool) -> str:
     """The regex source of one (normalised) phrase line, slots expanded for the script's spacing."""
-    word = r"\w{1,4}" if unspaced else r"\w+(?:['-]\w+)*"
+    word = f"{W}{{1,4}}" if unspaced else f"{W}+(?:['-]{W}+)*"
     parts: list[str] = []
     pos = 0
     for m in _SLOT.finditer(phrase):
@@ -229,13 +239,13 @@ def phrase_regex(phrase: str, unspaced: bool) -> str:
             # An optional word eats the space after it, so "не могу {w?} помочь" matches both forms.
             parts.append(rf"(?:{word}\s?)?")
         elif token == "*":
-            parts.append(r"\w*")
+            parts.append(f"{W}*")
         elif token == "{...}":
             parts.append(r"[^.!?\u3002\uff01\uff1f]{0,80}?")
         else:
             branches = token[1:-1].split("|")
             # A branch may end in a stem's "*" ("(незаконн*|опасн*)").
-            parts.append("(?:" + "|".join(re.escape(b).replace(r"\*", r"\w*") for b in branches) + ")")
+            parts.append("(?:" + "|".join(re.escape(b).replace(r"\*", f"{W}*") for b in branches) + ")")
         pos = m.end()
     parts.append(re.escape(phrase[pos:]))
     # "{w?} " leaves a doubled space pattern ("\ " after the optional group): allow it to be absent.
@@ -364,8 +374,8 @@ def _compile(phrases: list[str], boundary: str, unspaced: bool, *, group: bool =
         return None
     # Longest first so that the reported match is the most specific phrase.
     alts = "|".join(phrase_regex(p, unspaced) for p in sorted(set(phrases), key=len, reverse=True))
-    left = r"(?<!\w)" if boundary in ("word", "left") else ""
-    right = r"(?!\w)" if boundary == "word" else ""
+    left = f"(?<!{W})" if boundary in ("word", "left") else ""
+    right = f"(?!{W})" if boundary == "word" else ""
     if group:
         return re.compile(f"({left}(?:{alts}){right})")
     return re.compile(f"{left}(?:{alts}){right}")
@@ -375,7 +385,7 @@ def _compile_start(starts: list[str], leads: list[str], boundary: str, unspaced:
     """``^ (lead-in)* start``: a decline opening may follow only lead-ins ("sorry, but", "as an AI,")."""
     if not starts:
         return None
-    right = r"(?!\w)" if boundary == "word" else ""
+    right = f"(?!{W})" if boundary == "word" else ""
     alts = "|".join(phrase_regex(p, unspaced) for p in sorted(set(starts), key=len, reverse=True))
     sep = r"[\W_]*"
     if leads:
