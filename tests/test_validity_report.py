@@ -39,8 +39,10 @@ def test_calibrated_locales_get_wider_corrected_gaps_and_the_rest_unvalidated(ru
     sw = corr.filter((pl.col("locale") == "sw") & (pl.col("metric") == "unsafe")).to_dicts()[0]
     assert sw["status"] == "unvalidated" and sw["corr_gap_pp"] is None
     summary = {r["locale"]: r for r in data.summary.to_dicts()}
-    assert summary["es"]["validity"].startswith("validated on 160 labels: sensitivity 70%")
-    assert summary["sw"]["validity"].startswith("unvalidated")
+    assert summary["es"]["validity"] == "validated on 160 labels (sensitivity 70%, specificity 90%)"
+    assert summary["sw"]["validity"] == "unvalidated"
+    full = data.tables["validity"].filter((pl.col("locale") == "es") & (pl.col("metric") == "unsafe"))["validity"][0]
+    assert full.startswith("validated on 160 labels: sensitivity 70% [59%-79%] (n=80), specificity 90% [81%-95%]")
     assert summary["es"]["n_labels"] == 160 and summary["sw"]["n_labels"] == 0
 
 

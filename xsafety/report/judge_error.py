@@ -34,7 +34,7 @@ VALIDITY_SCHEMA: dict[str, Any] = {
     "locale": pl.Utf8, "metric": pl.Utf8, "n_labels": pl.Int64, "n_positive": pl.Int64, "n_negative": pl.Int64,
     "sensitivity": pl.Float64, "sensitivity_low": pl.Float64, "sensitivity_high": pl.Float64,
     "specificity": pl.Float64, "specificity_low": pl.Float64, "specificity_high": pl.Float64,
-    "sources": pl.Utf8, "validity": pl.Utf8,
+    "sources": pl.Utf8, "validity": pl.Utf8, "validity_short": pl.Utf8,
 }
 CORRECTED_SCHEMA: dict[str, Any] = {
     "locale": pl.Utf8, "metric": pl.Utf8, "n_pairs": pl.Int64,
@@ -213,8 +213,7 @@ def add_to_summary(summary: pl.DataFrame, corrected: pl.DataFrame, validity: pl.
             pl.col("status").alias(f"{metric}_corr_status"),
         )
         out = out.join(part, on="locale", how="left")
-    v = validity.filter(pl.col("metric") == focus).select("locale", pl.col("n_labels").alias("n_labels"), "validity")
+    v = validity.filter(pl.col("metric") == focus).select("locale", "n_labels", pl.col("validity_short").alias("validity"))
     return out.join(v, on="locale", how="left").with_columns(
-        pl.col("validity").fill_null("unvalidated: no human labels for the judge in this locale"),
-        pl.col("n_labels").fill_null(0),
+        pl.col("validity").fill_null("unvalidated"), pl.col("n_labels").fill_null(0),
     )

@@ -316,6 +316,7 @@ def validity_rows(cal: Calibration, locales: Sequence[str], metrics: Sequence[st
                 "specificity_high": sp_hi if c else None,
                 "sources": ", ".join(cal.sources.get((loc, metric), [])) if c else "",
                 "validity": validity_text(c),
+                "validity_short": validity_short(c),
             })
     return rows
 
@@ -339,3 +340,11 @@ def validity_text(c: Confusion | None) -> str:
     elif c.youden <= 0:
         text += "; the judge does no better than chance here, so its rate cannot be corrected"
     return text
+
+
+def validity_short(c: Confusion | None) -> str:
+    """The summary table's form: "validated on N labels (sensitivity 80%, specificity 95%)" or "unvalidated"."""
+    if c is None or not c.n_labels:
+        return "unvalidated"
+    text = f"validated on {c.n_labels} labels (sensitivity {_p(c.sensitivity)}, specificity {_p(c.specificity)})"
+    return text if c.usable else text + ", too weak to correct"
