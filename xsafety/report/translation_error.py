@@ -4,7 +4,8 @@ A mistranslated prompt can change what the model is asked, so part of a gap may 
 translation's doing. Per locale this puts the gap on all items beside the gap on the items whose
 translation quality score is above the locale's median, and, where a locale used several
 translation engines, the gap per engine. A gap that is clear on all items (its CI excludes 0) but
-not on the better-translated half is flagged "only on poorly translated items".
+not on the better-translated half, where it is also at most half as large, is flagged "only on
+poorly translated items".
 """
 
 from __future__ import annotations
@@ -85,6 +86,16 @@ def _clear(row: dict[str, Any]) -> bool:
     return lo is not None and hi is not None and (lo > 0 or hi < 0)
 
 
+def _poor_only(everything: dict[str, Any], good: dict[str, Any]) -> bool:
+    """A clear gap on all items that the better-translated half does not carry: not clear there
+    and at most half as large (or of the other sign). Half the items alone widen the CI, so a
+    CI that merely reaches 0 on the half is not evidence that the translation made the gap."""
+    if not _clear(everything) or _clear(good) or good.get("gap_pp") is None:
+        return False
+    whole, half = everything["gap_pp"], good["gap_pp"]
+    return half * whole <= 0 or abs(half) <= abs(whole) / 2
+
+
 def sensitivity(
     primary: pl.DataFrame,
     info: pl.DataFrame,
@@ -111,7 +122,7 @@ def sensitivity(
                 good = _row(locale, metric, f"quality above median ({median:.2f})",
                             scored.filter(pl.col("tr_quality") > median), n_boot, seed)
                 subsets.append(good)
-                if _clear(everything) and not _clear(good):
+                if _poor_only(everything, good):
                     everything["flag"] = POOR_ONLY
             if len(engines) > 1:
                 subsets += [_row(locale, metric, f"engine {e}", part.filter(pl.col("tr_engine") == e), n_boot, seed)

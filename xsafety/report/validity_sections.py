@@ -71,8 +71,10 @@ def warnings(data: "ReportData") -> list[str]:
     validity = t.get("validity")
     focus = "unsafe" if data.harm_judged else "refusal"
     if validity is not None:
+        # Only locales with numbers: one with nothing scored has its own, plainer reason.
+        scored = {r["locale"] for r in t["summary"].to_dicts() if r.get("n")}
         unvalidated = [r["locale"] for r in validity.filter(pl.col("metric") == focus).to_dicts()
-                       if r["locale"] in locales and not r["n_labels"]]
+                       if r["locale"] in scored and not r["n_labels"]]
         if unvalidated:
             out.append(
                 f"judge unvalidated in {', '.join(unvalidated)}: no human labels say how well the judge "
@@ -87,7 +89,7 @@ def warnings(data: "ReportData") -> list[str]:
         for r in sens.filter(pl.col("flag") == POOR_ONLY).to_dicts():
             if r["locale"] in locales:
                 out.append(f"{r['locale']}: the {r['metric']} gap is clear on all items but not on the better-"
-                           "translated half: it may be the translation's doing.")
+                           "translated half, where it is at most half as large: it may be the translation's doing.")
     return out
 
 
