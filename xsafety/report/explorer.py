@@ -56,6 +56,7 @@ EXPLORER_STYLE = """
 #xs-explorer .field { margin: .3rem 0; } #xs-explorer .field b { display: block; font-size: .75rem; color: #556; }
 #xs-explorer .text { white-space: pre-wrap; background: #f6f7f9; border-left: 3px solid #c9cfdb; padding: .3rem .5rem;
                      max-height: 16rem; overflow: auto; font-size: .8rem; margin: 0; }
+#xs-explorer .detail-box table, #xs-explorer .pair-side table { table-layout: auto; }
 #xs-explorer .side { display: grid; grid-template-columns: 1fr 1fr; gap: .8rem; }
 #xs-explorer .lab-refusal { color: #1d5fa8; font-weight: 600; } #xs-explorer .lab-unsafe { color: #b3261e; font-weight: 600; }
 #xs-explorer .lab-invalid { color: #8a6d00; } #xs-explorer .tabs button[aria-pressed=true] { font-weight: 700; }
@@ -139,7 +140,8 @@ EXPLORER_SCRIPT = r"""
     t.appendChild(head);
     r[F.verdicts].forEach(function (v) {
       var tr = el('tr');
-      tr.appendChild(el('td', '', L.judge[v[0]])); tr.appendChild(el('td', '', L.mode[v[1]]));
+      var jt = el('td', '', L.judge[v[0]]); jt.title = L.judge_sig[v[0]];
+      tr.appendChild(jt); tr.appendChild(el('td', '', L.mode[v[1]]));
       tr.appendChild(labCell(v[2])); tr.appendChild(el('td', '', v[3] || ''));
       t.appendChild(tr);
     });
@@ -193,6 +195,11 @@ EXPLORER_SCRIPT = r"""
     var start = state.page * PAGE, list = state.list;
     for (var k = start; k < Math.min(list.length, start + PAGE); k++) { itemRow(list[k], tbody, 8); }
     root.setAttribute('data-shown', String(list.length));
+    var counts = {}, order = [];
+    list.forEach(function (i) { var k = R[i][F.label]; if (!(k in counts)) { counts[k] = 0; order.push(k); } counts[k]++; });
+    order.sort(function (a, b) { return counts[b] - counts[a]; });
+    q('[data-counts=items]').textContent = list.length ? 'labels: ' + order.map(function (k) {
+      return lab(k) + ' ' + counts[k] + ' (' + (100 * counts[k] / list.length).toFixed(1) + '%)'; }).join(' \u00b7 ') : '';
     pager(q('[data-pager=items]'), state.page, list.length, function (p) { state.page = p; state.open = -1; render(); });
   }
   function pairCells(tr, i) {
@@ -272,6 +279,11 @@ EXPLORER_SCRIPT = r"""
   root.setAttribute('data-ready-ms', String(Math.round(performance.now())));
 })();
 """.strip()
+
+
+# Column widths (percent): the answer gets the room, short codes little.
+ITEM_COLS = "<colgroup>" + "".join(f'<col style="width:{w}%">' for w in (12, 5, 11, 12, 9, 8, 10, 33)) + "</colgroup>"
+PAIR_COLS = "<colgroup>" + "".join(f'<col style="width:{w}%">' for w in (5, 12, 10, 11, 8, 23, 8, 23)) + "</colgroup>"
 
 
 def explorer_script_hash() -> str:
@@ -381,15 +393,28 @@ def explorer_payload(data: "ReportData", items: list[dict[str, Any]]) -> dict[st
             loc = lookups["locale"].index(p["locale"])
             pair_locales.add(loc)
             pairs.append([loc, p["direction"], position[p["en_key"]], position[p["locale_key"]]])
+    lookup_values = {name: idx.values for name, idx in lookups.items()}
+    # Signatures are long ("refusal-lexicon|compliance:safe|..."): rows show a short name, the
+    # full signature is the cell's tooltip.
+    lookup_values["judge_sig"] = lookup_values["judge"]
+    lookup_values["judge"] = judge_names(lookup_values["judge"])
     return {
         "fields": fpos,
-        "lookups": {name: idx.values for name, idx in lookups.items()},
+        "lookups": lookup_values,
         "english": english.values,
         "rows": rows,
         "pairs": pairs,
         "pair_locales": sorted(pair_locales),
         "page_size": PAGE_SIZE,
     }
+
+
+def judge_names(signatures: list[str]) -> list[str]:
+    """Short display names of judge signatures: the kind, with a signature hash when two share it."""
+    from xsafety.records import stable_hash
+
+    kinds = [sig.split("|", 1)[0] for sig in signatures]
+    return [k if kinds.count(k) == 1 else f"{k} [{stable_hash(sig, length=6)}]" for k, sig in zip(kinds, signatures)]
 
 
 def embed_json(payload: Any) -> str:
@@ -414,13 +439,13 @@ def render_explorer(data: "ReportData", items: list[dict[str, Any]] | None = Non
                    ("prompt", "locale", "ALERT category", "source category", "attack / variant", "model", "label", "response"))
     pair_head = "".join(f"<th>{escape(h)}</th>" for h in
                         ("locale", "prompt", "ALERT category", "flip", "en label", "en response", "locale label", "locale response"))
-    judge = data.run.primary_judge or "none"
+    judge = judge_names([data.run.primary_judge])[0] if data.run.primary_judge else "none"
     return "\n".join([
         f"<style>{EXPLORER_STYLE}</style>",
         '<section id="xs-explorer">',
         '<h2 id="items">Items</h2>',
         f'<p class="meta">Every response of the run ({n}), one row each. The label is the primary judge\'s '
-        f"(<code>{escape(judge)}</code>, native); click a row for the English prompt, the prompt as sent, the "
+        f"(<code title=\"{escape(data.run.primary_judge or '')}\">{escape(judge)}</code>, native); click a row for the English prompt, the prompt as sent, the "
         "response, its back-translation and every judge's label with its reason. "
         + ("" if data.harm_judged else f"The primary judge detects refusals only: an answer it did not see refused "
            f"reads \"{COMPLIED_NOT_JUDGED}\", never \"safe\". ")
@@ -430,8 +455,8 @@ def render_explorer(data: "ReportData", items: list[dict[str, Any]] | None = Non
         '<div data-panel="items">',
         f'<div class="bar">{selects}<label>search <input type="search" data-f="search" '
         'placeholder="text in prompt, response, reason"></label></div>',
-        '<div class="bar" data-pager="items"></div>',
-        f'<table data-t="items"><thead><tr>{head}</tr></thead><tbody></tbody></table>',
+        '<div class="bar"><span data-pager="items" class="bar"></span><span class="meta" data-counts="items"></span></div>',
+        f'<table data-t="items">{ITEM_COLS}<thead><tr>{head}</tr></thead><tbody></tbody></table>',
         "</div>",
         '<div data-panel="pairs" hidden>',
         '<div class="bar"><label>locale <select data-p="locale"></select></label>'
@@ -439,7 +464,7 @@ def render_explorer(data: "ReportData", items: list[dict[str, Any]] | None = Non
         f'<option value="{EN_REFUSED}">English refused, locale did not</option>'
         f'<option value="{LOCALE_REFUSED}">locale refused, English did not</option></select></label></div>',
         '<div class="bar" data-pager="pairs"></div>',
-        f'<table data-t="pairs"><thead><tr>{pair_head}</tr></thead><tbody></tbody></table>',
+        f'<table data-t="pairs">{PAIR_COLS}<thead><tr>{pair_head}</tr></thead><tbody></tbody></table>',
         "</div>",
         f'<script type="application/json" id="{DATA_ID}">{embed_json(payload)}</script>',
         "</section>",
