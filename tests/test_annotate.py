@@ -73,6 +73,9 @@ def test_page_escapes_model_output_and_admits_only_its_script(tmp_path: Path) ->
     assert "default-src 'none'" in policy and f"script-src 'sha256-{digest}'" in policy and "connect-src 'none'" in policy
     assert html.count('class="lab"') == 4 * 4 and html.count('textarea class="note"') == 4
     assert table.read_text().splitlines()[0].startswith("item,locale,category,judge_label,prompt_sent")
+    from xsafety.annotate.sample import inert_cell
+
+    assert inert_cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")" and inert_cell("fine") == "fine"
     assert (run / "annotations" / "samples" / f"{sample.sample_id}.json").is_file()
 
 

@@ -179,6 +179,15 @@ def draw_sample(
     )
 
 
+# A cell a spreadsheet would run as a formula (model output can start with "=HYPERLINK(...").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert_cell(value: object) -> object:
+    """Text that starts like a formula, prefixed with ``'`` so a spreadsheet shows it as text."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def write_csv(sample: Sample, path: Path) -> Path:
     """The sample as CSV for spreadsheets (empty ``label`` and ``note`` columns to fill in)."""
     with path.open("w", encoding="utf-8", newline="") as fh:
@@ -186,7 +195,7 @@ def write_csv(sample: Sample, path: Path) -> Path:
         writer.writerow(CSV_COLUMNS)
         for i in sample.items:
             d = asdict(i)
-            writer.writerow([d[c] if c in d else "" for c in CSV_COLUMNS[:-2]] + ["", ""])
+            writer.writerow([inert_cell(d[c]) if c in d else "" for c in CSV_COLUMNS[:-2]] + ["", ""])
     return path
 
 
