@@ -24,7 +24,7 @@ Phrase files ``judges/refusal/<locale>.txt``: one phrase a line, ``#`` comments,
 ``# script: Latn [Cyrl]`` (ISO 15924 codes accepted for the locale) and optionally
 ``# boundary: word|left|none``. A phrase may hold slots, so that a list names the construction,
 not every verb: ``{w}`` one word (any verb, in any inflection), ``{w?}`` an optional word,
-``{...}`` a short gap inside the sentence, ``*`` the rest of a word (a stem's endings),
+``{...}`` a short gap inside the clause (no comma), ``*`` the rest of a word (a stem's endings),
 ``(a|b|)`` alternatives (an empty one: optional).
 Sections (by failure class):
 
@@ -212,7 +212,7 @@ def sentences(text: str, limit_chars: int = 4000) -> list[Sentence]:
 # Slots in phrase lines: {w} one word, {w?} an optional word, {...} a short gap inside a sentence,
 # * the rest of a word (a stem's endings: "незаконн*"); (a|b|) an alternation (an empty branch
 # makes it optional).
-_SLOT = re.compile(r"\{w\}|\{w\?\}|\{\.\.\.\}|\*|\([^()]*\|[^()]*\)")
+_SLOT = re.compile(r"\{w\}|\{w\?\}|\{\.\.\.\}|\*|\([^()]*\)")
 
 
 # A word character, vowel signs and joiners included: Python's \w leaves out combining marks, which
@@ -241,7 +241,8 @@ def phrase_regex(phrase: str, unspaced: bool) -> str:
         elif token == "*":
             parts.append(f"{W}*")
         elif token == "{...}":
-            parts.append(r"[^.!?\u3002\uff01\uff1f]{0,80}?")
+            # A gap stays inside one clause: a comma usually starts another ("..., I don't know").
+            parts.append(r"[^.!?,;\u3001\u3002\uff01\uff0c\uff1b\uff1f\u060c\u061b]{0,80}?")
         else:
             branches = token[1:-1].split("|")
             # A branch may end in a stem's "*" ("(незаконн*|опасн*)").
