@@ -11,6 +11,6 @@ from xsafety.report.policy import load_policy
 
 # Bump when the report's content or layout changes, so finished runs rebuild their report on the
 # next `xsafety run` even though no record changed.
-REPORT_FORMAT = 2
+REPORT_FORMAT = 3  # 3: item explorer, forest plot, source-category maps
 
 __all__ = ["REPORT_FORMAT", "build_report", "compare_runs", "compute", "load_policy", "summary_table"]
