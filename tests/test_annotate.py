@@ -124,6 +124,10 @@ def test_two_annotators_give_kappa_and_disagreements_leave_calibration(tmp_path:
     assert [r["locale"] for r in rows] == ["es"] and rows[0]["n_items"] == len(items)
     assert rows[0]["agreement"] == pytest.approx((len(items) - 2) / len(items))
     assert 0 < rows[0]["kappa"] < 1
+    from xsafety.report import build_report
+
+    es_md = (build_report(run, tmp_path / "rep", n_boot=100) / "es.md").read_text()
+    assert f"Two annotators agree on {100 * rows[0]['agreement']:.0f}% of {len(items)} items" in es_md
     gold = gold_labels(run)
     assert len(gold) == len(items) - 2  # the two items they disagree on are left out
     predicted = {i.item: i.judge_label for i in items}

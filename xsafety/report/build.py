@@ -95,6 +95,7 @@ def compute(
     judged_metrics = judge_error.judged_metrics(harm)
     data.calibration, data.calibration_notes = judge_error.load_calibration(run, primary, calibration)
     t["validity"] = judge_error.validity_table(data.calibration, t["summary"].get_column("locale").to_list(), judged_metrics)
+    t["annotator_agreement"] = judge_error.annotator_agreement(run)
     t["gaps_corrected"] = judge_error.corrected_gaps(primary, data.calibration, judged_metrics, n_boot=n_boot, seed=seed)
     t["summary"] = judge_error.add_to_summary(t["summary"], t["gaps_corrected"], t["validity"], "unsafe" if harm else "refusal")
     if breakdowns:

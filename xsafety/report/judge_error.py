@@ -217,3 +217,18 @@ def add_to_summary(summary: pl.DataFrame, corrected: pl.DataFrame, validity: pl.
     return out.join(v, on="locale", how="left").with_columns(
         pl.col("validity").fill_null("unvalidated"), pl.col("n_labels").fill_null(0),
     )
+
+
+AGREEMENT_SCHEMA: dict[str, Any] = {"locale": pl.Utf8, "n_items": pl.Int64, "agreement": pl.Float64, "kappa": pl.Float64}
+
+
+def annotator_agreement(run: RunData) -> pl.DataFrame:
+    """Per locale: how far two annotators of the same items agree (raw share and Cohen's kappa)."""
+    try:
+        from xsafety.annotate.labels import agreement
+
+        rows = agreement(run.run_dir)
+    except Exception as exc:  # a damaged labels file costs this table, not the report
+        log.warning("report: cannot read the run's annotations: %s", exc)
+        rows = []
+    return pl.DataFrame(rows, schema=AGREEMENT_SCHEMA) if rows else pl.DataFrame(schema=AGREEMENT_SCHEMA)

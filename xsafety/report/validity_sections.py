@@ -148,12 +148,25 @@ def _md_columns(columns: list[tuple[str, str]]) -> list[tuple[str, str, Any]]:
     return [(h, k, str if k in _OWN else None) for h, k in columns]
 
 
+def agreement_text(data: "ReportData", locale: str) -> str:
+    """"Two annotators agree on 85% of 40 items (kappa 0.71)", or "" without doubly labelled items."""
+    table = data.tables.get("annotator_agreement")
+    rows = [] if table is None else table.filter(pl.col("locale") == locale).to_dicts()
+    if not rows:
+        return ""
+    r = rows[0]
+    kappa = "-" if r["kappa"] is None else f"{r['kappa']:.2f}"
+    return f"Two annotators agree on {100 * r['agreement']:.0f}% of {r['n_items']} items they both labelled (Cohen's kappa {kappa})."
+
+
 def markdown_locale(data: "ReportData", locale: str) -> str:
     """The locale page's judge-validity, corrected-gap and translation-sensitivity sections."""
     from xsafety.report.markdown import md_table
 
     parts = ["\n## Judge validity in this locale\n"]
     parts.append(md_table(_validity_rows(data, locale), _md_columns(VALIDITY_COLUMNS)))
+    if agreement_text(data, locale):
+        parts.append("\n" + agreement_text(data, locale) + "\n")
     corrected = _corrected_rows(data, locale)
     if corrected:
         parts.append("\n### Raw and corrected\n")
@@ -196,6 +209,8 @@ def html_locale(data: "ReportData", locale: str) -> str:
     out = [f'<p class="meta {css}">judge ({escape(focus)}): {escape(headline)}</p>']
     out.append("<details><summary>Judge validity, raw and corrected</summary>")
     out.append(_html_table(v, VALIDITY_COLUMNS))
+    if agreement_text(data, locale):
+        out.append(f'<p class="meta">{escape(agreement_text(data, locale))}</p>')
     corrected = _corrected_rows(data, locale)
     if corrected:
         out.append(_html_table(corrected, CORRECTED_COLUMNS))
