@@ -55,6 +55,8 @@ class Reply:
     no_choices: bool = False
     finish_reason: str = "stop"
     body: str | None = None
+    # Token log-probabilities sent as ``choices[0].logprobs.content`` (the OpenAI format).
+    logprobs: list[dict[str, Any]] | None = None
 
 
 Script = Callable[[dict[str, Any]], "str | Reply"] | dict[str, str] | None
@@ -213,7 +215,8 @@ def start_server(
                 "object": "chat.completion",
                 "model": body.get("model"),
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason}
+                    {"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": reply.finish_reason,
+                     **({"logprobs": {"content": reply.logprobs}} if reply.logprobs is not None else {})}
                 ],
                 "usage": {
                     "prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or []),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class ChatResult:
     completion_tokens: int | None = None
     latency_s: float | None = None
     error: str | None = None
+    # Per generated token: {"token", "logprob", "top_logprobs": [{"token", "logprob"}, ...]}, when
+    # the backend was asked for them (an OpenAI-compatible server's `logprobs`); judges score with it.
+    logprobs: tuple[dict[str, Any], ...] | None = None
 
 
 ResultCallback = Callable[[ChatResult], None]

@@ -102,6 +102,7 @@ class OpenAIChatModel:
         max_retries: int = 6,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
+        top_logprobs: int = 0,
     ) -> None:
         if not urls:
             raise ConfigError("an openai: model needs at least one base URL", field="model")
@@ -122,6 +123,9 @@ class OpenAIChatModel:
         self.max_retries = max(0, int(max_retries))
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_cap_s = float(backoff_cap_s)
+        # Ask for token log-probabilities (and this many alternatives per token): judges score a
+        # guard's verdict token with them. They do not change the text, so not in the signature.
+        self.top_logprobs = max(0, int(top_logprobs))
         self._key: str | None = None
         if api_key_env:
             key = os.environ.get(api_key_env)
@@ -261,6 +265,9 @@ class OpenAIChatModel:
             "top_p": d.top_p,
             "seed": d.seed,
         }
+        if self.top_logprobs:
+            payload["logprobs"] = True
+            payload["top_logprobs"] = self.top_logprobs
         return payload
 
     async def _complete(self, client: Any, request: ChatRequest) -> ChatResult:
@@ -280,6 +287,7 @@ class OpenAIChatModel:
                     prompt_tokens=result.prompt_tokens,
                     completion_tokens=result.completion_tokens,
                     latency_s=time.perf_counter() - started,
+                    logprobs=result.logprobs,
                 )
                 return result
             except FatalError as exc:
@@ -349,12 +357,29 @@ class OpenAIChatModel:
             finish_reason=str(choice.get("finish_reason") or ""),
             prompt_tokens=token_count(usage, "prompt_tokens"),
             completion_tokens=token_count(usage, "completion_tokens"),
+            logprobs=token_logprobs(choice) if self.top_logprobs else None,
         )
 
     def close(self) -> None:
         """Nothing held between calls: each ``chat`` opens and closes its own connection pool."""
         return None
 
+
+
+def token_logprobs(choice: Any) -> tuple[dict[str, Any], ...] | None:
+    """A choice's ``logprobs.content`` as token dicts, or None when absent or malformed (a server
+    that ignores the request must not fail the item: the judge just gets no score)."""
+    try:
+        content = (choice.get("logprobs") or {}).get("content")
+        if not isinstance(content, list):
+            return None
+        return tuple(
+            {"token": str(t["token"]), "logprob": float(t["logprob"]),
+             "top_logprobs": [{"token": str(a["token"]), "logprob": float(a["logprob"])} for a in t.get("top_logprobs") or []]}
+            for t in content
+        )
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def token_count(usage: Any, name: str) -> int | None:

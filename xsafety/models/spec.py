@@ -28,7 +28,7 @@ OPTIONS: dict[str, frozenset[str]] = {
     "hf": frozenset({"device", "dtype", "batch_tokens", "max_batch", "revision", "threads"}),
     "gguf": frozenset({"device", "dtype", "batch_tokens", "max_batch", "threads"}),
     "openai": frozenset(
-        {"api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_base_s", "backoff_cap_s"}
+        {"api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_base_s", "backoff_cap_s", "top_logprobs"}
     ),
 }
 
