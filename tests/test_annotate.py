@@ -127,6 +127,13 @@ def test_two_annotators_give_kappa_and_disagreements_leave_calibration(tmp_path:
     from xsafety.report import build_report
 
     es_md = (build_report(run, tmp_path / "rep", n_boot=100) / "es.md").read_text()
+    # The run's labels become a calibration file another run of the same judge can name.
+    res = CliRunner().invoke(app, ["annotate", "calibrate", "--run-dir", str(run), "--out", str(tmp_path / "c.json")])
+    assert res.exit_code == 0, res.output
+    from xsafety.report.validity import read_calibration
+
+    saved = read_calibration(tmp_path / "c.json")
+    assert saved.judge == "synthjudge|template:none|version:1" and saved.locales() == ["es"]
     assert f"Two annotators agree on {100 * rows[0]['agreement']:.0f}% of {len(items)} items" in es_md
     gold = gold_labels(run)
     assert len(gold) == len(items) - 2  # the two items they disagree on are left out

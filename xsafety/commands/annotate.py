@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,6 +12,9 @@ from rich.table import Table
 
 from xsafety.commands.common import fail, legacy_run_dir_argument, legacy_run_option, pick_run_dir, run_dir_option, split_list
 from xsafety.errors import XSafetyError
+
+if TYPE_CHECKING:
+    from xsafety.report.validity import Calibration
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(width=140)
@@ -99,6 +103,7 @@ def calibrate_command(
     eval_files: list[Path] = typer.Option([], "--eval", help="Metrics JSON written by `xsafety judge eval --out`."),
     data: Path = typer.Option(None, "--data", help="Labelled JSONL (judge eval format, with `lang`): judged now."),
     judge: str = typer.Option("default", "--judge", help="Judge for --data (name in judges/ or a TOML path)."),
+    run_dir: Path = typer.Option(None, "--run-dir", "--run", help="Also a run's own annotations, against its primary judge."),
 ) -> None:
     """Combine the sources, write the file and print the validity per locale."""
     from xsafety.report.validity import Calibration, from_eval_metrics, validity_rows, write_calibration
@@ -123,8 +128,10 @@ def calibrate_command(
             finally:
                 judge_obj.close()
             cal = cal.merged(from_eval_metrics(metrics, f"judge eval {data.name}"))
+        if run_dir is not None:
+            cal = cal.merged(_run_annotations(run_dir))
         if not cal.locales():
-            fail("no labelled rows per language found: give --eval METRICS.json or --data LABELS.jsonl")
+            fail("no labelled rows per language found: give --eval METRICS.json, --data LABELS.jsonl or --run-dir RUN")
         write_calibration(cal, out)
     except XSafetyError as exc:
         fail(str(exc))
@@ -136,3 +143,16 @@ def calibrate_command(
         table.add_row(r["locale"], r["metric"], r["validity"])
     console.print(table)
     console.print(f"calibration written to {out}")
+
+
+def _run_annotations(run_dir: Path) -> "Calibration":
+    """A run's annotations scored against its primary judge's native verdicts, as a calibration."""
+    import polars as pl
+
+    from xsafety.annotate import run_calibration
+    from xsafety.report.frame import PRIMARY_MODE, load_run
+
+    run = load_run(run_dir)
+    native = run.verdicts.filter((pl.col("judge") == run.primary_judge) & (pl.col("mode") == PRIMARY_MODE))
+    predicted = dict(zip(native.get_column("response_key").to_list(), native.get_column("label").to_list()))
+    return run_calibration(run_dir, predicted, run.primary_judge)
