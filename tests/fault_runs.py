@@ -16,8 +16,12 @@ import shutil
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    import pytest
 
 # The long fault suite (scripts/faults.py sets it): every case on its own, every kill point.
 LONG = os.environ.get("XSAFETY_LONG_FAULTS") == "1"
@@ -49,6 +53,21 @@ def fast_config(path: Path, run_dir: Path, url: str, *, limit: int = 3, extra: s
         encoding="utf-8",
     )
     return path
+
+
+def pristine_run(tmp_path_factory: "pytest.TempPathFactory", url: str) -> Path:
+    """A finished fast run, made once per test session and shared read-only (copy it to change it).
+
+    Its records do not depend on the server's URL (signatures name the served model, not where it
+    is served), so any module's server can extend it.
+    """
+    base = tmp_path_factory.getbasetemp() / "fault-pristine"
+    run = base / "run"
+    if not (run / "report").is_dir():
+        base.mkdir(exist_ok=True)
+        code, _, err = cli("run", str(fast_config(base / "run.toml", run, url)))
+        assert code == 0, err
+    return run
 
 
 def cli(*args: str) -> tuple[int, str, str]:

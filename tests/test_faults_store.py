@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fault_runs import LONG, cli, fast_config, report_tables
+from fault_runs import LONG, cli, fast_config, pristine_run, report_tables
 from fault_server import FaultServer, start_fault_server
 
 from xsafety.records import Response
@@ -29,11 +29,7 @@ def server() -> Iterator[FaultServer]:
 @pytest.fixture(scope="module")
 def pristine(server: FaultServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished fast run, left untouched: the reference every repaired copy is compared with."""
-    base = tmp_path_factory.mktemp("pristine")
-    cfg = fast_config(base / "run.toml", base / "run", server.url)
-    code, _, err = cli("run", str(cfg))
-    assert code == 0, err
-    return base / "run"
+    return pristine_run(tmp_path_factory, server.url)
 
 
 def _shard(run: Path, table: str = "responses") -> Path:

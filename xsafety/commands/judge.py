@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from xsafety.commands.common import default_group, fail, legacy_run_option, pick_run_dir, run_dir_option, split_list
-from xsafety.errors import XSafetyError
+from xsafety.config import JUDGE_MODES
+from xsafety.errors import InputError, XSafetyError
 
 app = typer.Typer(no_args_is_help=True, cls=default_group("main"))
 # Wide enough for the metrics table; rich still wraps on narrow terminals.
@@ -34,10 +35,15 @@ def judge_command(
 
     try:
         if not run.is_dir():
-            fail(f"{run}: no such run directory")
+            raise InputError("no such run directory" if not run.exists() else "is a file, not a run directory",
+                             file=run, field="--run-dir")
+        wanted_modes = tuple(split_list(modes))
+        for mode in wanted_modes or ("",):
+            if mode not in JUDGE_MODES:  # checked before the judge (maybe a model) is loaded
+                raise InputError(f"unknown judge mode {mode!r}; expected {', '.join(JUDGE_MODES)}", field="--modes")
         judge_obj = load_judge(judge, **({"model": model} if model else {}))
         try:
-            summary = judge_run(Store(run), judge_obj, modes=tuple(split_list(modes)))
+            summary = judge_run(Store(run), judge_obj, modes=wanted_modes)
         finally:
             judge_obj.close()
         console.print(
