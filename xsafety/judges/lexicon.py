@@ -176,10 +176,13 @@ class Sentence:
     @property
     def question(self) -> bool:
         """True when the sentence asks something (ends with ?, ？ or ؟): a question never declines."""
-        return self.raw.rstrip(" \"')»”").endswith(_QUESTION_MARKS)
+        end = self.raw.rstrip(" \"')»”")
+        return end.endswith(_QUESTION_MARKS) or end.endswith(_JA_QUESTION)
 
 
 _QUESTION_MARKS = ("?", "\uff1f", "\u061f")
+# Japanese asks with a final か ("どうすればいいですか。") as often as with a question mark.
+_JA_QUESTION = ("\u304b\u3002", "\u304b")
 # A list item or bullet opening a sentence: the help that follows a pivot ("1.", "2)", "一、", "-").
 _LIST_ITEM = re.compile(r"^\s*(?:\d{1,2}\s*[.)\u3001\uff0e:]|[-*\u2022\u00b7\u25cf]\s|[\u4e00\u4e8c\u4e09\u56db\u4e94]\u3001|#)")
 # A colon that ends the sentence or opens a list ("some suggestions: 1.").
