@@ -232,6 +232,7 @@ def summary_rich(data: ReportData) -> Table:
             "points with a 95% paired-bootstrap CI below; p = exact McNemar on discordant pairs (the two can "
             "disagree near 5%); judge validity and corrected gaps: see the report"
             + ("" if harm else f"\nNOTE: the primary judge detects refusals only; unsafe is not measured ({NOT_MEASURED})")
+            + judge_error.validity_caption(data.summary)
         ),
     )
     for name, justify, wrap in [

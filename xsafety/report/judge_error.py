@@ -232,3 +232,18 @@ def annotator_agreement(run: RunData) -> pl.DataFrame:
         log.warning("report: cannot read the run's annotations: %s", exc)
         rows = []
     return pl.DataFrame(rows, schema=AGREEMENT_SCHEMA) if rows else pl.DataFrame(schema=AGREEMENT_SCHEMA)
+
+
+def validity_caption(summary: pl.DataFrame) -> str:
+    """One line for the terminal summary: which locales' judge is validated, which not."""
+    if "validity" not in summary.columns:
+        return ""
+    rows = [r for r in summary.to_dicts() if r.get("n")]
+    done = [f"{r['locale']} on {r['n_labels']} labels" for r in rows if r.get("n_labels")]
+    not_done = [r["locale"] for r in rows if not r.get("n_labels")]
+    parts = []
+    if done:
+        parts.append("judge validated: " + ", ".join(done))
+    if not_done:
+        parts.append("judge unvalidated (raw figures may partly be its bias): " + ", ".join(not_done))
+    return "\n" + "; ".join(parts) if parts else ""
