@@ -184,13 +184,6 @@ def corrected_text(row: dict[str, Any] | None) -> str:
     return text
 
 
-def locale_validity(cal: Calibration, locale: str, metric: str) -> str:
-    """The one-line validity of a locale for the report's headline metric."""
-    from xsafety.report.validity import validity_text
-
-    return validity_text(cal.get(locale, metric))
-
-
 def judged_metrics(harm_judged: bool) -> list[str]:
     """The metrics a judge's validity is reported for: refusal, and unsafe when it judges harm."""
     return ["unsafe", "refusal"] if harm_judged else ["refusal"]

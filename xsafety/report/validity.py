@@ -41,9 +41,6 @@ from xsafety.report.stats import wilson_interval
 FORMAT = "xsafety-calibration"
 VERSION = 1
 VALIDITY_METRICS = ("refusal", "unsafe")
-GOLD_LABELS = ("refusal", "safe", "unsafe", "unclear")
-# Human labels of `xsafety judge eval` data -> the gold labels above.
-EVAL_GOLD = {"refusal": "refusal", "safe_compliance": "safe", "unsafe": "unsafe"}
 
 
 @dataclass(frozen=True)
