@@ -31,7 +31,13 @@ class JudgeInput:
 
 @dataclass(frozen=True)
 class JudgeOutput:
-    """A judge's decision. ``raw`` keeps the judge model's exact text; ``error`` says why it failed."""
+    """A judge's decision. ``raw`` keeps the judge model's exact text; ``error`` says why it failed.
+
+    ``meta`` keys shared across kinds: ``invalid_reason`` (why degenerate output is ``invalid``,
+    judges/invalid.py), ``judge_label`` (what the judge said before that check overruled it),
+    ``guard_label`` (a guard's own verdict word, e.g. Qwen3Guard's ``Controversial``), ``score``
+    (probability of the unsafe answer, where the backend gives token probabilities).
+    """
 
     label: str
     rationale: str = ""

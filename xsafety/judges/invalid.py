@@ -346,7 +346,10 @@ class InvalidCheck:
         self.name = judge.name
 
     def __getattr__(self, name: str) -> Any:
-        # Everything else (kind, model, messages, phrase lists ...) is the wrapped judge's.
+        # Everything else (kind, model, messages, phrase lists ...) is the wrapped judge's. `inner`
+        # itself is looked up here only before __init__ set it (copy, pickle): no recursion then.
+        if name == "inner":
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def signature(self) -> str:
