@@ -72,6 +72,7 @@ MODEL_OPTIONS: tuple[str, ...] = (
     "max_batch",
     "device",
     "dtype",
+    "threads",
     "timeout_s",
     "max_retries",
     "backoff_base_s",

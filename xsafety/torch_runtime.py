@@ -5,9 +5,10 @@ What lives here, and why in one place:
 
 * **Device and dtype.** ``auto`` is CUDA when a GPU is visible, else CPU. On CUDA the dtype is
   bf16 where the card supports it (Ampere and later), else fp16; on CPU it is bf16 where the CPU
-  multiplies bf16 natively (``avx512_bf16`` or AMX in ``/proc/cpuinfo``: measured here 420 vs
-  189 GFLOP/s fp32 on 2 threads) and fp32 elsewhere, where bf16 is emulated and slower than fp32.
-  The dtype changes outputs, so backends put it in their signatures; the device does not.
+  has AMX tiles (``amx_bf16`` in ``/proc/cpuinfo``) and fp32 elsewhere: without AMX, bf16 was
+  measured no faster than fp32 even with ``avx512_bf16`` (see ``NATIVE_BF16_FLAGS``), and
+  elsewhere it is emulated and slower. The dtype changes outputs, so backends put it in their
+  signatures; the device does not.
 * **Threads.** torch uses every core it is given; on a machine shared with other jobs that
   oversubscribes the cores, and a torch thread that is descheduled stalls the others at every
   barrier (measured: at load 8-9 on 2 cores, 1 thread ran 3x faster than 2). The count is chosen
@@ -40,8 +41,12 @@ THREADS_ENV = "XSAFETY_TORCH_THREADS"
 CPUINFO = Path("/proc/cpuinfo")
 LOADAVG = Path("/proc/loadavg")
 
-# CPU flags that mean bf16 matrix multiplies run in hardware (AVX-512 BF16 dot products, or AMX tiles).
-NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# CPU flags that mean bf16 matrix multiplies run faster than fp32: AMX tiles. AVX-512 BF16 alone
+# is not enough: on this machine (Xeon model 207, avx512_bf16, AMX hidden by the hypervisor) bf16
+# cost the same CPU time per generated token as fp32 (SmolLM2, 1 thread, 3 interleaved rounds:
+# 71/59/72 vs 73/67/70 tok per CPU-second) and a 1024^3 matmul ran at 80 vs 147 GFLOP/s, while it
+# changes answers. ``dtype = "bfloat16"`` still asks for it explicitly.
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16"})
 
 DTYPE_ALIASES: dict[str, str] = {
     "float32": "float32",
@@ -75,7 +80,7 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
 
 
 def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
-    """Whether the CPU multiplies bf16 matrices in hardware (``avx512_bf16`` or AMX)."""
+    """Whether the CPU multiplies bf16 matrices faster than fp32 (AMX; see ``NATIVE_BF16_FLAGS``)."""
     return bool((cpu_flags() if flags is None else flags) & NATIVE_BF16_FLAGS)
 
 

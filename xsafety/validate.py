@@ -13,7 +13,7 @@ from typing import Any
 
 # Backend options (see ``xsafety.models.spec.OPTIONS`` for which kinds take which): the type and
 # range each accepts. Numbers must be finite; bools are never numbers here.
-_INT_MIN: dict[str, int] = {"concurrency": 1, "max_retries": 0, "batch_tokens": 1, "max_batch": 1}
+_INT_MIN: dict[str, int] = {"concurrency": 1, "max_retries": 0, "batch_tokens": 1, "max_batch": 1, "threads": 1}
 _FLOAT_MIN: dict[str, tuple[float, bool]] = {  # name -> (bound, strictly above it)
     "timeout_s": (0.0, True),
     "backoff_base_s": (0.0, False),

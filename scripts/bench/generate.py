@@ -1,80 +1,229 @@
-"""Benchmark the generation backends; prints figures, asserts nothing.
+"""Benchmark local generation against this machine's own limits; prints figures, asserts nothing.
 
-1. SmolLM2 (the built-in default) on this machine: tokens/s of xsafety's batched generation vs
-   one prompt at a time with plain ``model.generate`` (what typical safety scripts do).
-   Target: >= 3x on CPU.
-2. The HTTP backend against the fake OpenAI server with a fixed latency: requests/s as a fraction
-   of the ideal ``concurrency / latency``. Target: >= 90% at concurrency 64.
+1. The machine, measured in the same run: matmul throughput in fp32 and bf16 (GFLOP/s, square
+   matmuls on the torch threads xsafety would use) and memory read bandwidth (GB/s).
+2. SmolLM2 (the built-in default) through xsafety's HF backend on the built-in set, the way the
+   default run asks it (96 new tokens, greedy, default dtype and threads): tokens/s, and that
+   figure as a fraction of the compute ceiling (matmul GFLOP/s / 2 x parameters per token) and of
+   the bandwidth ceiling (GB/s / weight bytes per decode step x mean rows in flight) for the
+   dtype used; decode row-steps and the share spent after an answer had ended.
+3. ``--compare``: the same prompts through the code as it was (fp32, padded ``generate``),
+   interleaved A/B/A/B with the default so that load from other jobs hits both alike; the load
+   average is printed beside every run.
+4. ``--server URL``: the same prompts through the ``openai:`` backend against a llama.cpp (or
+   vLLM) server, for a like-for-like tok/s.
+5. ``--http``: requests/s of the ``openai:`` backend against the fake server with a fixed latency.
 
-Usage: ``.venv/bin/python scripts/bench/generate.py [--prompts 32] [--new-tokens 64] [--skip-local]``
+Usage::
+
+    .venv/bin/python scripts/bench/generate.py [--prompts 147] [--new-tokens 96] [--compare 2]
+        [--server http://127.0.0.1:8080/v1 --server-model local --concurrency 8] [--http]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
 
-from fake_openai_server import start_server  # noqa: E402
 
 from xsafety.models import ChatRequest, Decoding, load_model  # noqa: E402
 from xsafety.models.hf import HFChatModel  # noqa: E402
 from xsafety.taxonomy import load_set  # noqa: E402
+from xsafety.torch_runtime import load_average  # noqa: E402
+
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def bench_local(n_prompts: int, new_tokens: int, sequential_prompts: int) -> None:
-    """Batched xsafety generation vs plain one-at-a-time ``generate`` on SmolLM2."""
+@dataclass
+class Machine:
+    """Measured ceilings: GFLOP/s per dtype name and GB/s of memory read."""
+
+    gflops: dict[str, float]
+    read_gbs: float
+    threads: int
+
+
+def measure_machine(threads: int, seconds: float = 1.5) -> Machine:
+    """Best-of-several square matmuls per dtype and a large-tensor read, on ``threads`` threads."""
     import torch
 
-    prompts = [p.text for p in load_set("builtin")[:n_prompts]]
-    model = load_model("smollm2", Decoding(max_new_tokens=new_tokens))
-    assert isinstance(model, HFChatModel)
-    requests = [ChatRequest(f"r{i}", ({"role": "user", "content": p},)) for i, p in enumerate(prompts)]
-    model.chat(requests[:2])  # warm-up: first calls pay one-off allocation costs
+    torch.set_num_threads(threads)
+    gflops: dict[str, float] = {}
+    n = 1024
+    for name in ("float32", "bfloat16"):
+        dtype = getattr(torch, name)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        torch.mm(a, b)  # warm-up: first call pays for kernel selection
+        best = float("inf")
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            for _ in range(4):
+                torch.mm(a, b)
+            best = min(best, (time.perf_counter() - started) / 4)
+        gflops[name] = 2 * n**3 / best / 1e9
+    # Read bandwidth: summing a tensor far larger than the caches reads every byte once.
+    big = torch.ones(128 * 1024 * 1024, dtype=torch.float32)  # 512 MiB
+    big.sum()
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        big.sum()
+        best = min(best, time.perf_counter() - started)
+    read = big.numel() * 4 / best / 1e9
+    del big
+    return Machine(gflops=gflops, read_gbs=read, threads=threads)
 
+
+def builtin_requests(n: int) -> list[ChatRequest]:
+    """The first ``n`` prompts of the built-in set as chat requests."""
+    prompts = [p.text for p in load_set("builtin")[:n]]
+    return [ChatRequest(f"r{i}", ({"role": "user", "content": p},)) for i, p in enumerate(prompts)]
+
+
+@dataclass
+class LocalRun:
+    """One timed pass of the HF backend over the prompts."""
+
+    label: str
+    dtype: str
+    seconds: float
+    tokens: int
+    answers: int
+    row_steps: int | None
+    waste: float | None
+    mean_rows: float | None
+    load_before: float | None
+    texts: list[str]
+
+    @property
+    def rate(self) -> float:
+        """Generated tokens per second."""
+        return self.tokens / self.seconds
+
+
+def run_local(model: HFChatModel, requests: list[ChatRequest], label: str) -> LocalRun:
+    """Time ``model.chat`` on ``requests``; loop statistics when the continuous loop ran."""
+    load = load_average()
+    before = (model.stats.row_steps, model.stats.useful, model.stats.steps + model.stats.prefills)
     started = time.perf_counter()
     results = model.chat(requests)
-    batched_s = time.perf_counter() - started
-    batched_tokens = sum(r.completion_tokens or 0 for r in results)
+    seconds = time.perf_counter() - started
+    tokens = sum(r.completion_tokens or 0 for r in results)
+    row_steps = useful = steps = None
+    if model.continuous:
+        row_steps = model.stats.row_steps - before[0]
+        useful = model.stats.useful - before[1]
+        steps = model.stats.steps + model.stats.prefills - before[2]  # a prefill yields each row's first token
+    else:
+        # generate runs every row of a padded batch until the batch's longest answer ends.
+        row_steps = 0
+        steps = 0
+        by_id = {r.id: r for r in results}
+        encoded = [len(model.encode(q.messages)) for q in requests]
+        for batch in model.plan_batches(encoded):
+            longest = max(by_id[requests[i].id].completion_tokens or 0 for i in batch)
+            row_steps += longest * len(batch)
+            steps += longest
+        useful = tokens
+    waste = 1 - useful / row_steps if row_steps else None
+    mean_rows = row_steps / steps if steps else None
+    return LocalRun(
+        label, str(model.torch_dtype).removeprefix("torch."), seconds, tokens, len(results), row_steps, waste,
+        mean_rows, load, [r.text for r in results],
+    )
 
-    # The baseline: one prompt at a time, plain generate, no padding, what most scripts do.
-    # Timed on a subset of the same prompts (it is slow) and compared as tokens per second.
-    tok, hf = model.tokenizer, model.model
-    seq_tokens = 0
-    started = time.perf_counter()
-    for req in requests[:sequential_prompts]:
-        ids = tok.apply_chat_template(list(req.messages), add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        with torch.inference_mode():
-            out = hf.generate(**ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        seq_tokens += out.shape[1] - ids["input_ids"].shape[1]
-    seq_s = time.perf_counter() - started
 
-    batched_rate = batched_tokens / batched_s
-    seq_rate = seq_tokens / seq_s
-    print(f"local SmolLM2-135M ({model.device}, {model.torch_dtype}), {new_tokens} new tokens max, torch threads {torch.get_num_threads()}")
-    print(f"  batched (xsafety, {len(requests)} prompts, budget {model.batch_tokens} tokens): "
-          f"{batched_tokens} tokens in {batched_s:.1f} s = {batched_rate:.1f} tok/s")
-    print(f"  one at a time (plain generate, {sequential_prompts} prompts): {seq_tokens} tokens in {seq_s:.1f} s = {seq_rate:.1f} tok/s")
-    print(f"  speed-up: {batched_rate / seq_rate:.1f}x (target >= 3x on CPU)")
+def describe(run: LocalRun, machine: Machine, params: int) -> str:
+    """One run's figures, with the compute and bandwidth ceilings for its dtype."""
+    flops_ceiling = machine.gflops.get(run.dtype, machine.gflops["float32"]) * 1e9 / (2 * params)
+    rows = run.mean_rows or 1.0
+    bandwidth_ceiling = machine.read_gbs * 1e9 / (params * BYTES[run.dtype]) * rows
+    load = "?" if run.load_before is None else f"{run.load_before:.2f}"
+    waste = "n/a" if run.waste is None else f"{100 * run.waste:.1f}%"
+    return (
+        f"  {run.label:<28} {run.dtype:<9} {run.tokens:>6} tok in {run.seconds:6.1f} s = {run.rate:6.1f} tok/s | "
+        f"{run.rate / flops_ceiling:5.1%} of compute ceiling {flops_ceiling:,.0f} tok/s, "
+        f"{run.rate / bandwidth_ceiling:5.1%} of bandwidth ceiling {bandwidth_ceiling:,.0f} tok/s at {rows:.1f} rows | "
+        f"row-steps {run.row_steps}, after answer end {waste} | load {load}"
+    )
+
+
+def bench_local(n_prompts: int, new_tokens: int, compare: int) -> None:
+    """The default run's way of asking SmolLM2, and optionally the old fp32 padded way, interleaved."""
+    import torch
+
+    requests = builtin_requests(n_prompts)
+    decoding = Decoding(max_new_tokens=new_tokens)
+    model = load_model("smollm2", decoding)
+    assert isinstance(model, HFChatModel)
+    params = sum(p.numel() for p in model.model.parameters())
+    threads = torch.get_num_threads()
+    machine = measure_machine(threads)
+    print(
+        f"machine ({threads} torch threads, {os.cpu_count()} cores, load {load_average()}): matmul "
+        f"fp32 {machine.gflops['float32']:.0f} GFLOP/s, bf16 {machine.gflops['bfloat16']:.0f} GFLOP/s; "
+        f"memory read {machine.read_gbs:.1f} GB/s"
+    )
+    print(f"SmolLM2 ({params / 1e6:.1f}M parameters), {len(requests)} built-in prompts, {new_tokens} new tokens, greedy")
+    model.chat(requests[:2])  # warm-up: first calls pay one-off allocation costs
+    arms: list[tuple[str, HFChatModel]] = []
+    if compare:
+        # The code as it was (fp32, padded batches through generate), and the new dtype alone.
+        old = load_model("smollm2", decoding, dtype="float32", threads=threads)
+        padded = load_model("smollm2", decoding, threads=threads)
+        assert isinstance(old, HFChatModel) and isinstance(padded, HFChatModel)
+        old.continuous = padded.continuous = False
+        arms += [("before: fp32, padded", old), (f"{padded.torch_dtype}, padded".removeprefix("torch."), padded)]
+    arms.append(("default: auto dtype, loop", model))
+    for _, arm in arms[:-1]:
+        arm.chat(requests[:2])
+    runs: dict[str, list[LocalRun]] = {label: [] for label, _ in arms}
+    for round_ in range(max(1, compare)):
+        for label, arm in arms:
+            runs[label].append(run_local(arm, requests, f"{label} ({round_ + 1})"))
+            print(describe(runs[label][-1], machine, params), flush=True)
+    if compare:
+        before, after = runs[arms[0][0]], runs[arms[-1][0]]
+        ratios = [n.rate / o.rate for n, o in zip(after, before)]
+        changed = sum(a != b for a, b in zip(before[0].texts, after[0].texts))
+        print(
+            f"  default vs before, per round: {', '.join(f'{x:.2f}x' for x in ratios)}; "
+            f"answers that differ: {changed} of {len(requests)}"
+        )
+        for _, arm in arms[:-1]:
+            arm.close()
     model.close()
 
 
-def bench_http(concurrency: int, latency_s: float, n_requests: int, in_process: bool) -> None:
-    """Requests/s through the HTTP backend against a server with a fixed latency.
+def bench_server(url: str, served: str, n_prompts: int, new_tokens: int, concurrency: int) -> None:
+    """The same prompts through the ``openai:`` backend against a real server (llama.cpp, vLLM)."""
+    requests = builtin_requests(n_prompts)
+    model = load_model(f"openai:{served}@{url}", Decoding(max_new_tokens=new_tokens), concurrency=concurrency)
+    model.chat(requests[:2])
+    load = load_average()
+    started = time.perf_counter()
+    results = model.chat(requests)
+    seconds = time.perf_counter() - started
+    tokens = sum(r.completion_tokens or 0 for r in results)
+    failed = sum(1 for r in results if r.error)
+    print(
+        f"server {url} ({served}), concurrency {concurrency}: {tokens} tok in {seconds:.1f} s = "
+        f"{tokens / seconds:.1f} tok/s; failed {failed}; load {load}"
+    )
+    model.close()
 
-    The server runs in its own process by default, as a real server would: sharing this
-    process's GIL would charge the server's Python overhead to the client.
-    """
-    if in_process:
-        with start_server(latency_s=latency_s) as server:
-            _bench_http_against(server.url, concurrency, latency_s, n_requests)
-        return
+
+def bench_http(concurrency: int, latency_s: float, n_requests: int) -> None:
+    """Requests/s through the HTTP backend against the fake server (its own process, as a real one)."""
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "fake_openai_server.py"), "--latency", str(latency_s)],
         stdout=subprocess.PIPE,
@@ -82,44 +231,42 @@ def bench_http(concurrency: int, latency_s: float, n_requests: int, in_process: 
     )
     try:
         url = proc.stdout.readline().strip() if proc.stdout else ""
-        _bench_http_against(url, concurrency, latency_s, n_requests)
+        model = load_model(f"openai:bench@{url}", Decoding(max_new_tokens=16), concurrency=concurrency)
+        requests = [ChatRequest(f"r{i}", ({"role": "user", "content": f"question {i}"},)) for i in range(n_requests)]
+        model.chat(requests[:concurrency])  # warm-up: opens the connection pool
+        started = time.perf_counter()
+        results = model.chat(requests)
+        elapsed = time.perf_counter() - started
+        failed = sum(1 for r in results if r.error)
+        rate, ideal = n_requests / elapsed, concurrency / latency_s
+        print(
+            f"http backend vs fake server, concurrency {concurrency}, latency {latency_s * 1000:.0f} ms: "
+            f"{rate:.1f} req/s of an ideal {ideal:.1f} = {rate / ideal:.0%}; failed {failed}"
+        )
     finally:
         proc.terminate()
         proc.wait()
 
 
-def _bench_http_against(url: str, concurrency: int, latency_s: float, n_requests: int) -> None:
-    model = load_model(f"openai:bench@{url}", Decoding(max_new_tokens=16), concurrency=concurrency)
-    requests = [ChatRequest(f"r{i}", ({"role": "user", "content": f"question {i}"},)) for i in range(n_requests)]
-    model.chat(requests[:concurrency])  # warm-up: opens the connection pool
-    started = time.perf_counter()
-    results = model.chat(requests)
-    elapsed = time.perf_counter() - started
-    failed = sum(1 for r in results if r.error)
-    mean_latency = sum(r.latency_s or 0 for r in results) / len(results)
-    rate = n_requests / elapsed
-    ideal = concurrency / latency_s
-    print(f"http backend, concurrency {concurrency}, server latency {latency_s * 1000:.0f} ms, {n_requests} requests:")
-    print(f"  {rate:.1f} req/s of an ideal {ideal:.1f} = {rate / ideal:.0%} (target >= 90%); "
-          f"mean latency seen by the client {mean_latency * 1000:.0f} ms; failed {failed}")
-
-
 def main() -> None:
-    """Run both benchmarks and print their figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--sequential-prompts", type=int, default=8, help="prompts timed one at a time")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--requests", type=int, default=1280)
+    """Parse the options and run the chosen benchmarks."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=147, help="built-in prompts to ask (147 = all)")
+    parser.add_argument("--new-tokens", type=int, default=96, help="max new tokens (the default run uses 96)")
+    parser.add_argument("--compare", type=int, default=0, help="A/B rounds against fp32 padded generate")
+    parser.add_argument("--server", help="base URL of an OpenAI-compatible server (llama.cpp, vLLM)")
+    parser.add_argument("--server-model", default="local", help="the model name that server serves")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight against --server")
+    parser.add_argument("--http", action="store_true", help="also time the HTTP backend against the fake server")
     parser.add_argument("--skip-local", action="store_true")
-    parser.add_argument("--server-in-process", action="store_true", help="run the fake server in this process")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    bench_http(args.concurrency, args.latency, args.requests, args.server_in_process)
     if not args.skip_local:
-        bench_local(args.prompts, args.new_tokens, args.sequential_prompts)
+        bench_local(args.prompts, args.new_tokens, args.compare)
+    if args.server:
+        bench_server(args.server.rstrip("/"), args.server_model, args.prompts, args.new_tokens, args.concurrency)
+    if args.http:
+        bench_http(64, 0.2, 1280)
 
 
 if __name__ == "__main__":
