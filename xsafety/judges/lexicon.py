@@ -127,7 +127,8 @@ _SENTENCE_END = re.compile(r"[.!?;\u3002\uff01\uff1f\u0964\u0965\u061f\u06d4\u13
 
 def normalize(text: str) -> str:
     """NFKC, casefold, curly quotes and apostrophes made straight, Arabic spelling variants unified, whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).translate(_ARABIC).casefold()
+    # casefold turns Turkish "İ" into "i" + combining dot: drop the dot so "İstediğiniz" matches "istediğiniz".
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).translate(_ARABIC).casefold().replace("i\u0307", "i")
     return _SPACES.sub(" ", text).strip()
 
 
