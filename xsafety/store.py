@@ -76,8 +76,15 @@ class RunLock:
             raise RunLockedError(
                 f"{self.root} is in use by pid {holder}; wait for it to finish or stop it"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:
+            # A full disk: let go of the lock rather than hold it through the error (in a
+            # long-lived process, a leaked descriptor would lock the run until it exits).
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self._fd = fd
 
     def release(self) -> None:
