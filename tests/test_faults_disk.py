@@ -80,3 +80,18 @@ def test_a_full_disk_is_one_line_and_a_rerun_finishes_the_same(
     assert code == 0, err
     assert report_tables(run / "report") == report_tables(pristine / "report")
     shutil.rmtree(run)
+
+
+def test_a_full_disk_reported_by_a_native_writer_is_still_a_full_disk() -> None:
+    import errno
+
+    import polars as pl
+
+    from xsafety.cli import disk_full, os_error_line
+
+    native = pl.exceptions.ComputeError("parquet: File out of specification: underlying IO error: No space left on device (os error 28)")
+    assert disk_full(native) and disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    wrapped = RuntimeError("write failed")
+    wrapped.__cause__ = OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert disk_full(wrapped) and not disk_full(ValueError("no"))
+    assert os_error_line(OSError(errno.ENOSPC, "No space left on device", "/r/run.json")).startswith("/r/run.json: no space left")

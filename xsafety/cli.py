@@ -91,17 +91,39 @@ def main() -> None:
         _error(os_error_line(exc), 1)
     except UnicodeError as exc:
         _error(f"text that cannot be encoded ({exc.reason}): {exc.encoding} {type(exc).__name__}", 1)
+    except Exception as exc:
+        # Libraries with native writers (polars' Parquet, matplotlib) report a full disk as their
+        # own exception types; it is still a full disk, not a bug.
+        if not disk_full(exc):
+            raise
+        _error(DISK_FULL_LINE, 1)
     # typer turns Ctrl-C into exit code 130 (and nothing else here exits 130).
     if code == 130:
         _interrupted()
     sys.exit(code if isinstance(code, int) else 0)
 
 
+DISK_FULL_LINE = "no space left on the device; free some and rerun the same command (finished records are kept)"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it was raised from) says the disk is full, whatever its type."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL:
+            return True
+        text = str(seen)
+        if "No space left on device" in text or f"os error {errno.ENOSPC}" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def os_error_line(exc: OSError) -> str:
     """One line for a system error: what happened, to which file, and what to do."""
     where = f"{exc.filename}: " if exc.filename else ""
-    if exc.errno in _DISK_FULL:
-        return f"{where}no space left on the device; free some and rerun the same command (finished records are kept)"
+    if disk_full(exc):
+        return where + DISK_FULL_LINE
     return f"{where}{exc.strerror or exc}"
 
 
