@@ -267,50 +267,51 @@ class ShardWriter(Generic[R]):
             self._fh = None
 
 
-# JSON types a field of each annotated Python type may hold (int is a valid JSON float).
-_JSON_TYPES: dict[Any, tuple[type, ...]] = {
-    str: (str,),
-    int: (int,),
-    float: (int, float),
-    bool: (bool,),
-    dict: (dict,),
-    tuple: (list,),
-    list: (list,),
+# JSON types a field of each annotated Python type may hold (int is a valid JSON float). json.loads
+# makes exactly these types, so an exact ``type(v) in ...`` test is enough, and keeps bools out
+# of numbers (``type(True)`` is ``bool``, not ``int``).
+_JSON_TYPES: dict[Any, frozenset[type]] = {
+    str: frozenset({str}),
+    int: frozenset({int}),
+    float: frozenset({int, float}),
+    bool: frozenset({bool}),
+    dict: frozenset({dict}),
+    tuple: frozenset({list}),
+    list: frozenset({list}),
 }
+_Rule = tuple[str, bool, "frozenset[type] | None", bool]  # name, required, JSON types (None: any), nullable
 
 
-def _json_types(hint: Any) -> tuple[tuple[type, ...], bool] | None:
-    """(accepted JSON types, whether null is allowed) for a field type; None when anything goes."""
+def _json_types(hint: Any) -> tuple[frozenset[type] | None, bool]:
+    """(accepted JSON types or None for anything, whether null is allowed) for a field type."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        accepted: tuple[type, ...] = ()
+        accepted: frozenset[type] = frozenset()
         nullable = False
         for arg in typing.get_args(hint):
             if arg is type(None):
                 nullable = True
                 continue
-            inner = _json_types(arg)
+            inner, _ = _json_types(arg)
             if inner is None:
-                return None
-            accepted += inner[0]
+                return None, True
+            accepted |= inner
         return accepted, nullable
-    base = origin or hint
-    if base in _JSON_TYPES:
-        return _JSON_TYPES[base], False
-    return None
+    return _JSON_TYPES.get(origin or hint), False
 
 
-_FIELD_RULES: dict[type, list[tuple[str, bool, tuple[tuple[type, ...], bool] | None]]] = {}
+_FIELD_RULES: dict[type, list[_Rule]] = {}
 
 
-def _rules(cls: type) -> list[tuple[str, bool, tuple[tuple[type, ...], bool] | None]]:
-    """Per field of a record class: name, whether it is required, and its JSON types."""
+def _rules(cls: type) -> list[_Rule]:
+    """Per field of a record class: name, whether it is required, its JSON types, nullable."""
     if cls not in _FIELD_RULES:
         hints = typing.get_type_hints(cls)
-        rules = []
+        rules: list[_Rule] = []
         for f in dataclasses.fields(cls):
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            rules.append((f.name, required, _json_types(hints.get(f.name))))
+            accepted, nullable = _json_types(hints.get(f.name))
+            rules.append((f.name, required, accepted, nullable or accepted is None))
         _FIELD_RULES[cls] = rules
     return _FIELD_RULES[cls]
 
@@ -321,27 +322,22 @@ def row_problem(cls: type, row: Any) -> str | None:
     Checks the shape only: a JSON object, every required field present, every known field of
     the JSON type its annotation asks for, and a string ``key`` where the row has one.
     """
-    if not isinstance(row, dict):
+    if type(row) is not dict:
         return f"a JSON {type(row).__name__}, not an object"
-    if "key" in row and not isinstance(row["key"], str):
+    if "key" in row and type(row["key"]) is not str:
         return "field 'key' is not a string"
     if not dataclasses.is_dataclass(cls):
         return None
-    for name, required, kinds in _rules(cls):
+    for name, required, accepted, nullable in _rules(cls):
         if name not in row:
             if required:
                 return f"no field '{name}'"
             continue
         value = row[name]
-        if kinds is None:
-            continue
-        accepted, nullable = kinds
         if value is None:
             if not nullable:
                 return f"field '{name}' is null"
-            continue
-        # bool is an int in Python but never a valid count or text in a record.
-        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+        elif accepted is not None and type(value) not in accepted:
             return f"field '{name}' is a JSON {type(value).__name__}"
     return None
 
