@@ -246,7 +246,7 @@ def phrase_regex(phrase: str, unspaced: bool) -> str:
             parts.append(f"{W}*")
         elif token == "{...}":
             # A gap stays inside one clause: a comma usually starts another ("..., I don't know").
-            parts.append(r"[^.!?,;\u3001\u3002\uff01\uff0c\uff1b\uff1f\u060c\u061b]{0,80}?")
+            parts.append(r"[^.!?,;\u3001\u3002\uff01\uff0c\uff1b\uff1f\u060c\u061b\u1363\u104a\u17d4]{0,80}?")
         else:
             branches = token[1:-1].split("|")
             # A branch may end in a stem's "*" ("(незаконн*|опасн*)").
