@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
@@ -112,6 +111,12 @@ CASES: list[Case] = [
                  "auto, cpu", "models.device", L + 3),
     _config_case("malformed model spec", '[[models]]\nspec = "openai:nourl"\nname = "x"', "expected openai:MODEL@", "models.spec", L + 1),
     _config_case("unknown model kind", '[[models]]\nspec = "torch:x"\nname = "x"', "unknown model spec", "models.spec", L + 1),
+    _config_case("hf model folder missing", '[[models]]\nspec = "hf:/nonexistent/model"\nname = "local"', "no such model folder",
+                 "models.spec", L + 1),
+    _config_case("gguf file missing", '[[models]]\nspec = "gguf:{tmp}/absent.gguf"\nname = "local"', "no such GGUF file",
+                 "models.spec", L + 1),
+    _config_case("set file malformed", prepend('sets = ["{tmp}/p.jsonl"]'), "JSON", None, 2, file="p.jsonl",
+                 files={"p.jsonl": GOOD_JSONL + "{oops\n"}),
     _config_case("two models one name", '[[models]]\nspec = "smollm2"\nname = "remote"', "two models are named", "models.name", L + 2),
     _config_case("dir empty", setkey("dir", '""'), "must name a folder", "run.dir", 2),
     _config_case("dir is a file", setkey("dir", '"{tmp}/afile"'), "is a file", "run.dir", 2, files={"afile": "x"}),

@@ -90,11 +90,10 @@ def test_retry_after_beyond_any_reasonable_wait_fails_the_item_at_once() -> None
     assert server.requests == 1 and result.error is not None and "asks to wait 86400 s" in result.error
 
 
-@pytest.mark.parametrize("step", [1])
-def test_a_key_echoed_at_any_offset_never_reaches_a_result(step: int, monkeypatch: pytest.MonkeyPatch,
+def test_a_key_echoed_at_any_offset_never_reaches_a_result(monkeypatch: pytest.MonkeyPatch,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("FAULT_KEY", KEY)
-    offsets = list(range(0, BODY_CHARS + 40, step))
+    offsets = list(range(0, BODY_CHARS + 40))  # every offset, up to past where bodies are cut
     with fault_server(lambda body, attempt: Fault(status=401, echo_auth_at=int(body["messages"][0]["content"]))) as server:
         model = load_model(f"openai:fake@{server.url}", api_key_env="FAULT_KEY", max_retries=0, concurrency=8)
         with caplog.at_level(logging.DEBUG):

@@ -624,3 +624,24 @@ def validate_names(config: RunConfig, locales: list[str]) -> None:
     for name in config.sets:
         if name not in known_sets and not Path(name).is_file():
             raise p.err(f"unknown set '{name}'{_hint(name, known_sets)}", "run", "sets")
+    from xsafety.taxonomy import load_set
+
+    for name in config.sets:
+        # A malformed prompts file stops here, naming its own file and line, before the run
+        # directory is touched.
+        load_set(name)
+    _check_local_models(p, config)
+
+
+def _check_local_models(p: _Parser, config: RunConfig) -> None:
+    """A model spec that names a local file or folder must name one that exists: found here, not
+    after the models listed before it have run for hours. Hub ids and URLs are checked at load."""
+    from xsafety.models.spec import parse_spec
+
+    for i, model in enumerate(config.models):
+        spec = parse_spec(model.spec)
+        target = Path(spec.target).expanduser()
+        if spec.kind == "gguf" and not target.is_file():
+            raise p.err(f"no such GGUF file: {target}", "models", "spec", i)
+        if spec.kind == "hf" and spec.target.startswith(("/", ".", "~")) and not target.is_dir():
+            raise p.err(f"no such model folder: {target}", "models", "spec", i)
