@@ -19,7 +19,8 @@ CI_VS_MCNEMAR = (
 CORRECTION_NOTE = (
     "Corrected figures undo the judge's own error in each language (Rogan-Gladen: true rate = "
     "(observed + specificity - 1) / (sensitivity + specificity - 1), clipped to [0, 100%]), using "
-    "the sensitivity and specificity measured against human labels in that locale. Their intervals "
+    "the sensitivity and specificity measured against human labels in that locale, over the answers "
+    "with a valid verdict (for a locale, those paired with English, as its gap is). Their intervals "
     "resample both the prompts and the human labels, so a correction resting on few labels is wide. "
     "A locale without human labels is \"unvalidated\": its raw figures may be partly the judge's bias "
     "in that language, and no corrected figure is given. \"sign can flip\" marks a corrected gap "
