@@ -55,7 +55,7 @@ def test_forest_plot_is_the_first_chart(report: Path) -> None:
 
 
 def test_source_category_heatmaps(report: Path) -> None:
-    assert (report / "heatmap_refusal_gap_source.png").is_file()
+    assert (report / "heatmap_refusal_gap_source.png").is_file() and (report / "heatmap_refusal_source.png").is_file()
     data = compute(report.parent, breakdowns=False)
     gaps = plots.source_gaps(data)
     assert set(gaps.get_column(plots.SOURCE_COLUMN)) == set(TYPES)

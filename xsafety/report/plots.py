@@ -54,7 +54,9 @@ HEATMAPS: dict[str, tuple[str, str]] = {
     "unsafe_gap": ("heatmap_unsafe_gap.png", "unsafe gap to English by locale and ALERT macro category"),
     "refusal": ("heatmap_refusal.png", "refusal rate by locale and ALERT macro category"),
     "refusal_gap": ("heatmap_refusal_gap.png", "refusal gap to English by locale and ALERT macro category"),
+    "unsafe_source": ("heatmap_unsafe_source.png", "unsafe rate by locale and the source set's category"),
     "unsafe_gap_source": ("heatmap_unsafe_gap_source.png", "unsafe gap to English by locale and the source set's category"),
+    "refusal_source": ("heatmap_refusal_source.png", "refusal rate by locale and the source set's category"),
     "refusal_gap_source": ("heatmap_refusal_gap_source.png", "refusal gap to English by locale and the source set's category"),
 }
 # Written by earlier versions; removed so that a rebuilt folder shows no stale map.
@@ -295,7 +297,13 @@ def with_source_category(data: "ReportData") -> pl.DataFrame | None:
 
 
 def _draw_source(data: "ReportData", out: Path) -> dict[str, Path]:
-    gaps = source_gaps(data)
+    from xsafety.report import aggregate as agg
+
+    primary = with_source_category(data)
+    if primary is None:
+        return {}
+    gaps = agg.gaps(primary, ["locale", SOURCE_COLUMN], data.thresholds, n_boot=1)
+    rates = agg.rates(primary, ["locale", SOURCE_COLUMN])
     if gaps.is_empty():
         return {}
     counts = gaps.filter(pl.col("metric") == "refusal").group_by(SOURCE_COLUMN).agg(pl.col("n_pairs").sum())
@@ -305,6 +313,12 @@ def _draw_source(data: "ReportData", out: Path) -> dict[str, Path]:
     locales = _locales(data, present)
     images: dict[str, Path] = {}
     for metric in (["unsafe"] if data.harm_judged else []) + ["refusal"]:
+        images[f"{metric}_source"] = heatmap(
+            100 * _grid(rates, f"{metric}_rate", locales, cols, SOURCE_COLUMN), _row_labels(locales, present), cols,
+            out / HEATMAPS[f"{metric}_source"][0],
+            title=f"{metric.capitalize()} rate (%) by locale and the source set's category - policy {data.policy.name}",
+            cmap="Reds" if metric == "unsafe" else "Blues", vmin=0.0, vmax=100.0, fmt="{:.0f}", colorbar=f"{metric} %",
+        )
         name = f"{metric}_gap_source"
         made = _gap_map(data, gaps, metric, locales, present, cols, SOURCE_COLUMN, out / HEATMAPS[name][0],
                         "locale and the source set's category")
