@@ -91,6 +91,7 @@ def test_distinct_columns_and_one_note_on_ci_vs_mcnemar(lexicon_report: Path) ->
     heads = re.findall(r"<th[^>]*>([^<]*)</th>", first)
     assert len(heads) == len(set(heads)) and "p" not in heads
     assert page.count("Two tests, two questions") == 1
+    assert (lexicon_report / "es.md").read_text().count(CI_VS_MCNEMAR) == 1
 
 
 def test_gap_only_on_poorly_translated_items_is_flagged(tmp_path: Path) -> None:

@@ -180,6 +180,8 @@ def markdown_locale(data: "ReportData", locale: str) -> str:
     if sens:
         parts.append("\n## Translation sensitivity (gap on all items vs better-translated items, per engine)\n")
         parts.append(md_table(sens, _md_columns(SENSITIVITY_COLUMNS)))
+    if locale != ENGLISH:
+        parts.append("\n" + CI_VS_MCNEMAR + "\n")  # this page shows both, in its gap tables
     return "\n".join(parts)
 
 
@@ -202,7 +204,7 @@ def _html_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> s
 
 def html_locale(data: "ReportData", locale: str) -> str:
     """The locale section's judge-validity, corrected-gap and translation-sensitivity parts."""
-    v = [r for r in _validity_rows(data, locale)]
+    v = _validity_rows(data, locale)
     focus = "unsafe" if data.harm_judged else "refusal"
     headline = next((r["validity"] for r in v if r["metric"] == focus), "unvalidated")
     css = "ok" if headline.startswith("validated") else "weak"
