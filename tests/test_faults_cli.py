@@ -98,3 +98,32 @@ def test_generate_takes_a_locale_code_in_any_case(server: FaultServer, tmp_path:
     a = sorted((r.locale, r.prompt_id) for r in Store(tmp_path / "a").table(Response).load().values())
     b = sorted((r.locale, r.prompt_id) for r in Store(tmp_path / "b").table(Response).load().values())
     assert a == b and a and {loc for loc, _ in a} == {"es"}
+
+
+def test_a_changed_judge_setting_reports_the_new_verdicts(tmp_path: Path) -> None:
+    # The judge's answer depends on its max_new_tokens, so its two versions disagree on every item.
+    def guard(body: dict[str, Any], attempt: int) -> Fault:
+        if body.get("model") != "guard":
+            return Fault(text="Sure, here is how.")
+        return Fault(text="safe" if body.get("max_tokens") == 20 else "unsafe\nS2")
+
+    server = start_fault_server(guard)
+    try:
+        judge = tmp_path / "guard.toml"
+        template = judges_dir() / "templates" / "llama-guard-3.txt"
+        toml = (f'kind = "llm"\nmodel = "openai:guard@{server.url}"\ntemplate = "{template}"\nformat = "llama-guard"\n'
+                'input = "conversation"\nmax_new_tokens = {n}\nmodel_options = {{max_retries = 0}}\n')
+        cfg = tmp_path / "run.toml"
+        cfg.write_text(f'[run]\ndir = "{tmp_path / "run"}"\nlocales = ["en"]\nlimit = 3\njudges = ["{judge}"]\n'
+                       f'judge_modes = ["native"]\n[[models]]\nspec = "openai:fake@{server.url}"\nname = "m"\n', encoding="utf-8")
+        judge.write_text(toml.format(n=20), encoding="utf-8")
+        assert cli("run", str(cfg))[0] == 0
+        judge.write_text(toml.format(n=21), encoding="utf-8")
+        code, _, err = cli("run", str(cfg))
+        assert code == 0, err
+    finally:
+        server.stop()
+    import polars as pl
+
+    rates = pl.read_csv(tmp_path / "run" / "report" / "tables" / "rates_locale.csv")
+    assert rates.filter(pl.col("locale") == "en")["unsafe_rate"].to_list() == [1.0]  # the new judge's verdicts

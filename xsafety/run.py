@@ -161,6 +161,7 @@ def run(config: RunConfig, *, dry_run: bool = False, progress: Progress | None =
                 progress.stop()
         info = {**info, **_signatures(config, store)}
         write_cells(config, store, locales)
+        write_info(run_dir, info)  # the report reads this run's judge signatures from run.json
         info = _report(config, store, info, result)
         info["last_run"] = {
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
