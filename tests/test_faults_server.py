@@ -113,3 +113,19 @@ def test_a_non_ascii_api_key_is_one_line_without_the_key(tmp_path: Path, monkeyp
     assert code == 2, err
     assert err.strip().count("\n") == 0 and "field 'api_key_env'" in err
     assert "Sëcret" not in out + err and "Traceback" not in err
+
+
+def test_a_lone_surrogate_in_an_answer_is_stored_as_a_replacement_character(tmp_path: Path) -> None:
+    raw = b'{"choices": [{"message": {"content": "broken \\ud800 answer"}, "finish_reason": "stop"}]}'
+    with fault_server(lambda body, attempt: Fault(raw=raw)) as server:
+        model = load_model(f"openai:fake@{server.url}", max_retries=0)
+        summary = generate(Store(tmp_path), model, _items(2))
+    assert (summary.new, summary.failed) == (2, 0)
+    texts = {r.text for r in Store(tmp_path).table(Response).load().values()}
+    assert texts == {"broken \ufffd answer"}
+
+
+def test_the_store_keeps_a_lone_surrogate_it_is_handed(tmp_path: Path) -> None:
+    table = Store(tmp_path).table(Response)
+    table.append([Response(key="k", prompt_id="p", set="s", locale="en", model="m", text="a \ud800 b")])
+    assert table.load()["k"].text == "a \ud800 b"

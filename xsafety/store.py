@@ -250,7 +250,12 @@ class ShardWriter(Generic[R]):
         if self._fh is None:
             self._open()
         line = json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
-        self._fh.write(line.encode("utf-8") + b"\n")
+        try:
+            data = line.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be UTF-8; as a JSON escape it is stored and read back exactly.
+            data = json.dumps(record.to_dict(), ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        self._fh.write(data + b"\n")
         self._fh.flush()
         self.written += 1
         now = time.monotonic()

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -54,6 +55,9 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 600.0
 # Characters of a server's error body kept in an error message.
 BODY_CHARS = 200
+# A JSON escape like "\ud800" with no partner decodes to a lone surrogate, which no UTF-8 writer
+# (the store, Parquet, HTML) accepts: it becomes U+FFFD, as an invalid byte would.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RetryableError(Exception):
@@ -353,7 +357,7 @@ class OpenAIChatModel:
         usage = data.get("usage") if isinstance(data, dict) else None
         return ChatResult(
             id=request.id,
-            text=text.strip(),
+            text=_LONE_SURROGATE.sub("\ufffd", text).strip(),
             finish_reason=str(choice.get("finish_reason") or ""),
             prompt_tokens=token_count(usage, "prompt_tokens"),
             completion_tokens=token_count(usage, "completion_tokens"),
