@@ -101,6 +101,8 @@ SCRIPT_NAMES: dict[str, tuple[str, ...]] = {
 }
 # Scripts written without spaces between words: phrases match as plain substrings there.
 UNSPACED_SCRIPTS = frozenset({"Hans", "Hant", "Hani", "Jpan", "Thai", "Khmr", "Laoo", "Mymr"})
+# Scripts whose spaces separate clauses rather than words.
+CLAUSE_SPACED_SCRIPTS = frozenset({"Thai", "Khmr", "Laoo"})
 BOUNDARIES = ("word", "left", "none")
 SECTIONS = ("opening", "start", "lead", "refute", "weak", "pivot", "not", "narrative", "anywhere")
 # Bumped when the matching rules change, so that stored verdicts are recomputed.
@@ -229,8 +231,12 @@ W = (
 )
 
 
-def phrase_regex(phrase: str, unspaced: bool) -> str:
-    """The regex source of one (normalised) phrase line, slots expanded for the script's spacing."""
+def phrase_regex(phrase: str, unspaced: bool, clause_spaces: bool = False) -> str:
+    """The regex source of one (normalised) phrase line, slots expanded for the script's spacing.
+
+    ``clause_spaces``: the script separates clauses, not words, with spaces (Thai, Khmer, Lao), so a
+    gap does not cross a space.
+    """
     word = f"{W}{{1,4}}" if unspaced else f"{W}+(?:['-]{W}+)*"
     parts: list[str] = []
     pos = 0
@@ -245,8 +251,10 @@ def phrase_regex(phrase: str, unspaced: bool) -> str:
         elif token == "*":
             parts.append(f"{W}*")
         elif token == "{...}":
-            # A gap stays inside one clause: a comma usually starts another ("..., I don't know").
-            parts.append(r"[^.!?,;\u3001\u3002\uff01\uff0c\uff1b\uff1f\u060c\u061b\u1363\u104a\u17d4]{0,80}?")
+            # A gap stays inside one clause: a comma usually starts another ("..., I don't know"),
+            # and in Thai, Khmer and Lao, where spaces separate clauses, a space does.
+            space = " " if clause_spaces else ""
+            parts.append(rf"[^.!?,;{space}\u3001\u3002\uff01\uff0c\uff1b\uff1f\u060c\u061b\u1363\u104a\u17d4]{{0,80}}?")
         else:
             branches = token[1:-1].split("|")
             # A branch may end in a stem's "*" ("(незаконн*|опасн*)").
@@ -374,11 +382,13 @@ def _weight(text: str) -> int:
     return len(text) + 2 * sum(1 for ch in text if "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af")
 
 
-def _compile(phrases: list[str], boundary: str, unspaced: bool, *, group: bool = False) -> re.Pattern[str] | None:
+def _compile(
+    phrases: list[str], boundary: str, unspaced: bool, clause_spaces: bool = False, *, group: bool = False
+) -> re.Pattern[str] | None:
     if not phrases:
         return None
     # Longest first so that the reported match is the most specific phrase.
-    alts = "|".join(phrase_regex(p, unspaced) for p in sorted(set(phrases), key=len, reverse=True))
+    alts = "|".join(phrase_regex(p, unspaced, clause_spaces) for p in sorted(set(phrases), key=len, reverse=True))
     left = f"(?<!{W})" if boundary in ("word", "left") else ""
     right = f"(?!{W})" if boundary == "word" else ""
     if group:
@@ -386,15 +396,17 @@ def _compile(phrases: list[str], boundary: str, unspaced: bool, *, group: bool =
     return re.compile(f"{left}(?:{alts}){right}")
 
 
-def _compile_start(starts: list[str], leads: list[str], boundary: str, unspaced: bool) -> re.Pattern[str] | None:
+def _compile_start(
+    starts: list[str], leads: list[str], boundary: str, unspaced: bool, clause_spaces: bool = False
+) -> re.Pattern[str] | None:
     """``^ (lead-in)* start``: a decline opening may follow only lead-ins ("sorry, but", "as an AI,")."""
     if not starts:
         return None
     right = f"(?!{W})" if boundary == "word" else ""
-    alts = "|".join(phrase_regex(p, unspaced) for p in sorted(set(starts), key=len, reverse=True))
+    alts = "|".join(phrase_regex(p, unspaced, clause_spaces) for p in sorted(set(starts), key=len, reverse=True))
     sep = r"[\W_]*"
     if leads:
-        lead_alts = "|".join(phrase_regex(p, unspaced) for p in sorted(set(leads), key=len, reverse=True))
+        lead_alts = "|".join(phrase_regex(p, unspaced, clause_spaces) for p in sorted(set(leads), key=len, reverse=True))
         prefix = f"{sep}(?:(?:{lead_alts}){right}{sep})*"
     else:
         prefix = sep
@@ -441,21 +453,22 @@ def parse_phrase_file(path: Path, locale: str) -> PhraseList:
     if not scripts:
         raise ConfigError("missing '# script: <ISO 15924>' header", file=path, line=1, field="script")
     unspaced = set(scripts) <= UNSPACED_SCRIPTS
+    clause = bool(set(scripts) & CLAUSE_SPACED_SCRIPTS)
     if boundary is None:
         boundary = "none" if unspaced else "word"
     return PhraseList(
         locale=locale,
         scripts=scripts,
         boundary=boundary,
-        opening_re=_compile(sections["opening"], boundary, unspaced),
-        start_re=_compile_start(sections["start"], sections["lead"], boundary, unspaced),
-        lead_re=_compile(sections["lead"], boundary, unspaced),
-        weak_re=_compile(sections["weak"], boundary, unspaced),
-        refute_re=_compile(sections["refute"], boundary, unspaced),
-        pivot_re=_compile(sections["pivot"], boundary, unspaced),
-        not_re=_compile(sections["not"], boundary, unspaced),
-        narrative_re=_compile(sections["narrative"], boundary, unspaced),
-        anywhere_re=_compile(sections["anywhere"], boundary, unspaced),
+        opening_re=_compile(sections["opening"], boundary, unspaced, clause),
+        start_re=_compile_start(sections["start"], sections["lead"], boundary, unspaced, clause),
+        lead_re=_compile(sections["lead"], boundary, unspaced, clause),
+        weak_re=_compile(sections["weak"], boundary, unspaced, clause),
+        refute_re=_compile(sections["refute"], boundary, unspaced, clause),
+        pivot_re=_compile(sections["pivot"], boundary, unspaced, clause),
+        not_re=_compile(sections["not"], boundary, unspaced, clause),
+        narrative_re=_compile(sections["narrative"], boundary, unspaced, clause),
+        anywhere_re=_compile(sections["anywhere"], boundary, unspaced, clause),
         source=str(path),
     )
 
