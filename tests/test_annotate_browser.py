@@ -201,6 +201,9 @@ def test_annotation_loop_end_to_end_in_chromium(tmp_path: Path) -> None:
     assert downloaded.read_text() == shown
     rows = [json.loads(line) for line in downloaded.read_text().splitlines()]
     assert len(rows) == len(items) and {r["annotator"] for r in rows} == {"native-es-1"}
+    # Each label carries its sampling weight, so an import without the sample file is still unbiased.
+    weights = {i["item"]: i["weight"] for i in items}
+    assert all(r["weight"] == pytest.approx(weights[r["item"]], rel=1e-5) for r in rows)
 
     res = runner.invoke(app, ["annotate", "import", str(downloaded), "--run-dir", str(run)])
     assert res.exit_code == 0 and f"{len(items)} new labels" in res.output, res.output

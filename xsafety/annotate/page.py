@@ -48,7 +48,8 @@ SCRIPT = """
       var got = state.labels[id];
       if (got && got.label) {
         rows.push(JSON.stringify({sample: sample, item: id, locale: sec.getAttribute('data-locale'),
-          label: got.label, note: got.note || '', annotator: state.annotator || '', time: got.time}));
+          label: got.label, note: got.note || '', annotator: state.annotator || '', time: got.time,
+          weight: parseFloat(sec.getAttribute('data-weight'))}));
       }
     });
     return rows;
@@ -143,7 +144,8 @@ def _item(n: int, item: "SampleItem") -> str:
         for value, text in BUTTONS
     )
     return (
-        f'<section class="item" data-item="{escape(item.item)}" data-locale="{escape(item.locale)}" data-labelled="0">'
+        f'<section class="item" data-item="{escape(item.item)}" data-locale="{escape(item.locale)}" '
+        f'data-weight="{item.weight:.6g}" data-labelled="0">'
         f'<div class="meta">#{n} &middot; locale <b>{escape(item.locale)}</b> &middot; {escape(item.category)} '
         f"&middot; prompt {escape(item.prompt_id)}</div>"
         + _field("Prompt as sent to the model", item.prompt_sent)
