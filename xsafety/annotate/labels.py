@@ -58,11 +58,12 @@ def _rows_of(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return list(iter_json_lines(path))
 
 
-def _known_items(run_dir: Path) -> set[str]:
+def _known_items(run_dir: Path) -> dict[str, str]:
+    """Response key -> its locale, for every response the run holds."""
     from xsafety.records import Response
     from xsafety.store import Store
 
-    return set(Store(run_dir).table(Response).keys())
+    return {k: r.locale for k, r in Store(run_dir).table(Response).load().items()}
 
 
 def import_labels(path: str | Path, run_dir: str | Path, *, annotator: str | None = None) -> ImportSummary:
@@ -111,7 +112,7 @@ def import_labels(path: str | Path, run_dir: str | Path, *, annotator: str | Non
             raise InputError("must be > 0", file=path, line=line, field="weight")
         new_rows.append({
             "item": item,
-            "locale": str(drawn.get("locale") or row.get("locale") or ""),
+            "locale": known[item],  # the response's own locale, whatever the file says
             "label": label,
             "note": str(row.get("note") or ""),
             "annotator": who,
