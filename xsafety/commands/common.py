@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 def default_group(default: str) -> type[TyperGroup]:
     """A typer group class that runs ``default`` when the first word is not a subcommand.
 
-    This gives ``xsafety report RUN_DIR`` beside ``xsafety report compare A B``, and
+    This gives ``xsafety report --run-dir DIR`` beside ``xsafety report compare A B``, and
     ``xsafety translate --set S`` beside ``xsafety translate eval``.
     """
 

@@ -1,4 +1,4 @@
-"""`xsafety report RUN_DIR` and `xsafety report compare` (owned by the reports work)."""
+"""`xsafety report --run-dir DIR` and `xsafety report compare` (owned by the reports work)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`xsafety run [CONFIG]` and `xsafety status RUN_DIR`: thin wrappers over ``xsafety.run``."""
+"""`xsafety run [CONFIG]` and `xsafety status --run-dir DIR`: thin wrappers over ``xsafety.run``."""
 
 from __future__ import annotations
 
