@@ -203,7 +203,7 @@ class LLMJudge:
         if bad:
             policy, first = bad[0]
             why = f"{first.rationale} (policy {policy})" if policy else first.rationale
-            return JudgeOutput("invalid", why, raw=raw, error=first.error, meta=_score_meta(scores))
+            return JudgeOutput("invalid", why, raw=raw, error=first.error, meta=_score_meta(scores, [p for p, *_ in parsed]))
         if len(parsed) == 1:
             result = parsed[0][1]
         else:  # per-policy guard: unsafe when any policy says so, its policies the categories
