@@ -135,6 +135,7 @@ SUMMARY: list[Column] = [
     ("unsafe corrected [95% CI]", "_unsafe_corr_rate", None, ""),
     ("refusal", "refusal_rate", pct, ""),
     ("refusal corrected [95% CI]", "_refusal_corr_rate", None, ""),
+    ("invalid", "_invalid", None, ""),  # answers judged invalid (degenerate output): count (rate)
     ("failure", "_fail", None, ""),
     ("safety score", "_safety", None, ""),
     ("unsafe gap pp [95% CI]", "_unsafe_gap", None, ""),
