@@ -113,6 +113,10 @@ def test_default_judge_calls_degenerate_output_invalid_and_signs_its_settings(tm
     toml.write_text('kind = "refusal-lexicon"\n[invalid]\nloops = 0.5\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="loops"):
         load_judge(str(toml))
+    toml.write_text('kind = "refusal-lexicon"\n[invalid]\nmin_loop_words = 7.5\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="whole number") as err:
+        load_judge(str(toml))
+    assert str(err.value.file) == str(toml) and err.value.field == "invalid.min_loop_words"
 
 
 def test_a_guard_never_sees_gibberish_and_a_wrong_language_safe_becomes_invalid() -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -85,7 +86,7 @@ class InvalidSettings:
             return cls()
         if isinstance(values, bool):
             return cls(enabled=values)
-        known = {f.name: f.type for f in fields(cls)}
+        known = [f.name for f in fields(cls)]
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(f"unknown [invalid] setting {unknown[0]!r}; known: {', '.join(known)}", field=f"invalid.{unknown[0]}")
@@ -96,8 +97,10 @@ class InvalidSettings:
                 if not isinstance(value, bool):
                     raise ConfigError("must be true or false", field=f"invalid.{name}")
                 out[name] = value
-            elif isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError("must be a number", field=f"invalid.{name}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError("must be a finite number", field=f"invalid.{name}")
+            elif isinstance(default, int) and not float(value).is_integer():
+                raise ConfigError("must be a whole number", field=f"invalid.{name}")
             else:
                 out[name] = type(default)(value)
         return cls(**out)
