@@ -113,6 +113,8 @@ _QUOTES = str.maketrans(
         "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u02bc": "'", "\u2032": "'",
         "`": "'", "\u00b4": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',
         "\u00ab": '"', "\u00bb": '"', "\u2033": '"', "\u00a0": " ", "\u200b": "",
+        # Zero-width (non-)joiners shape Persian and Indic words but are optional in practice.
+        "\u200c": "", "\u200d": "",
     }
 )
 # Arabic-script spelling variants that models mix freely: hamza seats on alef, alef maqsura, and the
