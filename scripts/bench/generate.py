@@ -103,6 +103,7 @@ class LocalRun:
     mean_rows: float | None
     load_before: float | None
     texts: list[str]
+    cpu_seconds: float
 
     @property
     def rate(self) -> float:
@@ -113,10 +114,12 @@ class LocalRun:
 def run_local(model: HFChatModel, requests: list[ChatRequest], label: str) -> LocalRun:
     """Time ``model.chat`` on ``requests``; loop statistics when the continuous loop ran."""
     load = load_average()
+    cpu_started = time.process_time()
     before = (model.stats.row_steps, model.stats.useful, model.stats.steps + model.stats.prefills)
     started = time.perf_counter()
     results = model.chat(requests)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     tokens = sum(r.completion_tokens or 0 for r in results)
     row_steps = useful = steps = None
     if model.continuous:
@@ -138,7 +141,7 @@ def run_local(model: HFChatModel, requests: list[ChatRequest], label: str) -> Lo
     mean_rows = row_steps / steps if steps else None
     return LocalRun(
         label, str(model.torch_dtype).removeprefix("torch."), seconds, tokens, len(results), row_steps, waste,
-        mean_rows, load, [r.text for r in results],
+        mean_rows, load, [r.text for r in results], cpu_seconds,
     )
 
 
@@ -153,7 +156,31 @@ def describe(run: LocalRun, machine: Machine, params: int) -> str:
         f"  {run.label:<28} {run.dtype:<9} {run.tokens:>6} tok in {run.seconds:6.1f} s = {run.rate:6.1f} tok/s | "
         f"{run.rate / flops_ceiling:5.1%} of compute ceiling {flops_ceiling:,.0f} tok/s, "
         f"{run.rate / bandwidth_ceiling:5.1%} of bandwidth ceiling {bandwidth_ceiling:,.0f} tok/s at {rows:.1f} rows | "
-        f"row-steps {run.row_steps}, after answer end {waste} | load {load}"
+        f"row-steps {run.row_steps}, after answer end {waste} | {run.tokens / run.cpu_seconds:.1f} tok per CPU-second "
+        f"| load {load}"
+    )
+
+
+def compare_answers(requests: list[ChatRequest], before: list[str], after: list[str], label: str) -> None:
+    """How many greedy answers changed, and the refusal rate under the default judge, paired."""
+    from xsafety.judges import JudgeInput, load_judge
+    from xsafety.report.stats import paired_bootstrap
+
+    judge = load_judge("default")
+    prompts = [r.messages[-1]["content"] for r in requests]
+    labels = [
+        [o.label for o in judge.judge([JudgeInput(p, t, "en") for p, t in zip(prompts, texts)])]
+        for texts in (before, after)
+    ]
+    refused = [[1.0 if x == "refusal" else 0.0 for x in side] for side in labels]
+    diff = paired_bootstrap(refused[0], refused[1])
+    changed = sum(a != b for a, b in zip(before, after))
+    flipped = sum(a != b for a, b in zip(*labels))
+    print(
+        f"  {label} vs before: {changed} of {len(before)} answers differ; default-judge labels differ on {flipped}; "
+        f"refusal rate {diff.rate_a:.1%} -> {diff.rate_b:.1%}, paired difference {100 * diff.diff:+.1f} points "
+        f"(95% CI {100 * diff.ci_low:+.1f} to {100 * diff.ci_high:+.1f}; McNemar p = {diff.p_value:.2f}, "
+        f"discordant {diff.c} -> {diff.b})"
     )
 
 
@@ -177,30 +204,40 @@ def bench_local(n_prompts: int, new_tokens: int, compare: int) -> None:
     model.chat(requests[:2])  # warm-up: first calls pay one-off allocation costs
     arms: list[tuple[str, HFChatModel]] = []
     if compare:
-        # The code as it was (fp32, padded batches through generate), and the new dtype alone.
-        old = load_model("smollm2", decoding, dtype="float32", threads=threads)
-        padded = load_model("smollm2", decoding, threads=threads)
-        assert isinstance(old, HFChatModel) and isinstance(padded, HFChatModel)
-        old.continuous = padded.continuous = False
-        arms += [("before: fp32, padded", old), (f"{padded.torch_dtype}, padded".removeprefix("torch."), padded)]
-    arms.append(("default: auto dtype, loop", model))
-    for _, arm in arms[:-1]:
-        arm.chat(requests[:2])
+        # The code as it was: fp32, padded batches of at most 32 rows under 12,288 tokens, generate.
+        old = load_model("smollm2", decoding, dtype="float32", threads=threads, max_batch=32, batch_tokens=12_288)
+        assert isinstance(old, HFChatModel)
+        old.continuous = False
+        arms.append(("before: fp32 padded", old))
+    arms.append((f"default: {str(model.torch_dtype).removeprefix('torch.')} loop", model))
+    if compare:
+        # The other dtype through the same loop: what bf16 (or fp32, where auto is bf16) would change.
+        other_dtype = "float32" if model.torch_dtype is torch.bfloat16 else "bfloat16"
+        other = load_model("smollm2", decoding, dtype=other_dtype, threads=threads)
+        assert isinstance(other, HFChatModel)
+        arms.append((f"{other_dtype} loop", other))
+    for _, arm in arms:
+        if arm is not model:
+            arm.chat(requests[:2])
     runs: dict[str, list[LocalRun]] = {label: [] for label, _ in arms}
     for round_ in range(max(1, compare)):
         for label, arm in arms:
             runs[label].append(run_local(arm, requests, f"{label} ({round_ + 1})"))
             print(describe(runs[label][-1], machine, params), flush=True)
     if compare:
-        before, after = runs[arms[0][0]], runs[arms[-1][0]]
-        ratios = [n.rate / o.rate for n, o in zip(after, before)]
-        changed = sum(a != b for a, b in zip(before[0].texts, after[0].texts))
-        print(
-            f"  default vs before, per round: {', '.join(f'{x:.2f}x' for x in ratios)}; "
-            f"answers that differ: {changed} of {len(requests)}"
-        )
-        for _, arm in arms[:-1]:
-            arm.close()
+        before = runs[arms[0][0]]
+        for label, _ in arms[1:]:
+            after = runs[label]
+            wall = [n.rate / o.rate for n, o in zip(after, before)]
+            cpu = [(n.tokens / n.cpu_seconds) / (o.tokens / o.cpu_seconds) for n, o in zip(after, before)]
+            print(
+                f"  {label} vs before, per round: wall tok/s {', '.join(f'{x:.2f}x' for x in wall)}; "
+                f"tok per CPU-second {', '.join(f'{x:.2f}x' for x in cpu)}"
+            )
+            compare_answers(requests, before[0].texts, after[0].texts, label)
+        for _, arm in arms:
+            if arm is not model:
+                arm.close()
     model.close()
 
 
