@@ -451,6 +451,10 @@ def parse_phrase_file(path: Path, locale: str) -> PhraseList:
         rest = _SLOT.sub("", phrase)
         if any(ch in rest for ch in "{}()?"):
             raise ConfigError(f"malformed slot or group in {stripped!r}", file=path, line=lineno, field="phrase")
+        last = phrase.rsplit("(", 1)[-1] if phrase.endswith(")") else ""
+        if any(branch.endswith(" ") for branch in last[:-1].split("|")):
+            # "x (y |)" would need a space after the phrase, which the word boundary forbids.
+            raise ConfigError(f"a phrase cannot end in a space inside its last group: {stripped!r}", file=path, line=lineno, field="phrase")
         sections[section].append(phrase)
     if not scripts:
         raise ConfigError("missing '# script: <ISO 15924>' header", file=path, line=1, field="script")
