@@ -186,6 +186,25 @@ def test_padded_generate_path_stops_rows_at_eos_too(greedy: HFChatModel) -> None
     assert all(r.finish_reason == "length" and r.completion_tokens == 12 for r in others)
 
 
+def test_waiting_prompts_join_only_within_the_row_cap_and_token_budget() -> None:
+    from collections import deque
+
+    from xsafety.models.continuous import _take_group
+
+    prompts = [[1] * 10, [1] * 12, [1] * 30, [1] * 200]
+    # Nothing runs: join while rows x (longest + 8 new) <= 100, i.e. 10 and 12 (2 x 20), not 30 too.
+    waiting = deque(range(4))
+    assert _take_group(waiting, prompts, 0, 0, 8, 100, 8) == [0, 1]
+    # Two rows already run with a 12-token prompt: the 30-token prompt (3 x 38 > 100) must wait.
+    assert _take_group(waiting, prompts, 2, 12, 8, 100, 8) == [] and list(waiting) == [2, 3]
+    # With nothing running, a prompt over the budget still runs, alone.
+    waiting = deque([3])
+    assert _take_group(waiting, prompts, 0, 0, 8, 100, 8) == [3]
+    # The row cap counts the running rows.
+    waiting = deque(range(3))
+    assert _take_group(waiting, prompts, 7, 10, 8, 10_000, 8) == [0]
+
+
 def test_sampling_is_reproducible_per_request_whatever_the_batch(tiny_llama: Path) -> None:
     sampled = load_model(f"hf:{tiny_llama}", Decoding(max_new_tokens=10, temperature=1.0, seed=7))
     assert isinstance(sampled, HFChatModel)

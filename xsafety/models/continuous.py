@@ -24,6 +24,7 @@ caller falls back to ``generate``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,20 +195,22 @@ def generate(
 
     stats = DecodeStats()
     device = model.device
-    waiting = list(range(len(prompts)))
+    waiting = deque(range(len(prompts)))
     batch = _Batch()
     with torch.inference_mode():
         while waiting or batch.rows:
             if waiting and (not batch.rows or len(batch.rows) <= refill_at * max_rows):
                 longest = max(batch.prompt_lengths, default=0)
                 group = _take_group(waiting, prompts, len(batch.rows), longest, max_rows, token_budget, max_new_tokens)
-                joined = _prefill(model, [prompts[i] for i in group], group, pad_id, device, stats)
-                stats.row_steps += len(group)
-                first = choose(joined.last_logits, group)
-                joined.batch.last = first
-                batch = _join(batch, joined.batch)
-                _append_and_retire(batch, first, len(batch.rows) - len(group), eos_ids, max_new_tokens, on_finish, stats)
-                continue
+                if group:
+                    joined = _prefill(model, [prompts[i] for i in group], group, pad_id, device, stats)
+                    stats.row_steps += len(group)
+                    first = choose(joined.last_logits, group)
+                    joined.batch.last = first
+                    batch = _join(batch, joined.batch)
+                    start = len(batch.rows) - len(group)
+                    _append_and_retire(batch, first, start, eos_ids, max_new_tokens, on_finish, stats)
+                    continue
             logits = _step(model, batch)
             stats.steps += 1
             stats.row_steps += len(batch.rows)
@@ -220,7 +223,7 @@ def generate(
 
 
 def _take_group(
-    waiting: list[int],
+    waiting: deque[int],
     prompts: Sequence[list[int]],
     running: int,
     running_longest: int,
@@ -229,17 +232,18 @@ def _take_group(
     max_new: int,
 ) -> list[int]:
     """The next waiting prompts that fit beside ``running`` rows whose longest prompt is
-    ``running_longest`` (at least one prompt when none run)."""
+    ``running_longest``: none when the first does not fit, at least one when no row runs (a
+    prompt over the budget still gets decoded, alone)."""
     group: list[int] = []
     longest = running_longest
     while waiting and running + len(group) < max_rows:
         grown = max(longest, len(prompts[waiting[0]]))
         if (group or running) and (running + len(group) + 1) * (grown + max_new) > budget:
             break
-        group.append(waiting.pop(0))
+        group.append(waiting.popleft())
         longest = grown
-    if not group:
-        group.append(waiting.pop(0))
+    if not group and not running:
+        group.append(waiting.popleft())
     return group
 
 
