@@ -7,9 +7,14 @@
    figure as a fraction of the compute ceiling (matmul GFLOP/s / 2 x parameters per token) and of
    the bandwidth ceiling (GB/s / weight bytes per decode step x mean rows in flight) for the
    dtype used; decode row-steps and the share spent after an answer had ended.
-3. ``--compare``: the same prompts through the code as it was (fp32, padded ``generate``),
-   interleaved A/B/A/B with the default so that load from other jobs hits both alike; the load
-   average is printed beside every run.
+3. ``--compare N``: N rounds of the same prompts through the code as it was (fp32, padded
+   ``generate`` in batches of 32, torch's default of one thread per core), the default, and the
+   default with the other dtype, interleaved so that load from other jobs hits all alike; the
+   load average and tokens per CPU-second (which load barely moves) are printed beside every
+   run, then per arm the speed-up, the answers that changed and the default judge's refusal
+   rate, paired, with its bootstrap CI. ``--threads N`` runs every arm on N threads.
+   ``--from-run DIR`` asks a stored run's prompts instead (spread over all its locales, as the
+   default run asks them) and also compares every arm's answers with the ones that run stored.
 4. ``--server URL``: the same prompts through the ``openai:`` backend against a llama.cpp (or
    vLLM) server, for a like-for-like tok/s.
 5. ``--http``: requests/s of the ``openai:`` backend against the fake server with a fixed latency.
@@ -37,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 from xsafety.models import ChatRequest, Decoding, load_model  # noqa: E402
 from xsafety.models.hf import HFChatModel  # noqa: E402
 from xsafety.taxonomy import load_set  # noqa: E402
-from xsafety.torch_runtime import load_average  # noqa: E402
+from xsafety.torch_runtime import available_cores, load_average  # noqa: E402
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -83,10 +88,38 @@ def measure_machine(threads: int, seconds: float = 1.5) -> Machine:
     return Machine(gflops=gflops, read_gbs=read, threads=threads)
 
 
-def builtin_requests(n: int) -> list[ChatRequest]:
+@dataclass
+class Workload:
+    """What to ask: requests, each one's locale, and the answers a stored run gave (if any)."""
+
+    requests: list[ChatRequest]
+    locales: list[str]
+    stored: list[str] | None = None
+    source: str = "built-in set, English"
+
+
+def builtin_requests(n: int) -> Workload:
     """The first ``n`` prompts of the built-in set as chat requests."""
     prompts = [p.text for p in load_set("builtin")[:n]]
-    return [ChatRequest(f"r{i}", ({"role": "user", "content": p},)) for i, p in enumerate(prompts)]
+    requests = [ChatRequest(f"r{i}", ({"role": "user", "content": p},)) for i, p in enumerate(prompts)]
+    return Workload(requests, ["en"] * len(requests))
+
+
+def run_requests(run_dir: Path, n: int) -> Workload:
+    """``n`` of a stored run's requests (evenly spaced over its responses sorted by key: every
+    locale of the default run), with the answers that run stored for them."""
+    import json
+
+    records = []
+    for shard in sorted((run_dir / "responses").glob("*.jsonl")):
+        for line in shard.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                records.append(json.loads(line))
+    records.sort(key=lambda r: r["key"])
+    step = max(1, len(records) // n)
+    chosen = records[::step][:n]
+    requests = [ChatRequest(r["key"], tuple(r["messages"])) for r in chosen]
+    return Workload(requests, [r["locale"] for r in chosen], [r["text"] for r in chosen], f"{run_dir} ({len(records)} answers)")
 
 
 @dataclass
@@ -94,6 +127,7 @@ class LocalRun:
     """One timed pass of the HF backend over the prompts."""
 
     label: str
+    threads: int
     dtype: str
     seconds: float
     tokens: int
@@ -111,8 +145,12 @@ class LocalRun:
         return self.tokens / self.seconds
 
 
-def run_local(model: HFChatModel, requests: list[ChatRequest], label: str) -> LocalRun:
-    """Time ``model.chat`` on ``requests``; loop statistics when the continuous loop ran."""
+def run_local(model: HFChatModel, requests: list[ChatRequest], label: str, threads: int) -> LocalRun:
+    """Time ``model.chat`` on ``requests`` with ``threads`` torch threads; loop statistics when the
+    continuous loop ran."""
+    import torch
+
+    torch.set_num_threads(threads)
     load = load_average()
     cpu_started = time.process_time()
     before = (model.stats.row_steps, model.stats.useful, model.stats.steps + model.stats.prefills)
@@ -140,7 +178,7 @@ def run_local(model: HFChatModel, requests: list[ChatRequest], label: str) -> Lo
     waste = 1 - useful / row_steps if row_steps else None
     mean_rows = row_steps / steps if steps else None
     return LocalRun(
-        label, str(model.torch_dtype).removeprefix("torch."), seconds, tokens, len(results), row_steps, waste,
+        label, threads, str(model.torch_dtype).removeprefix("torch."), seconds, tokens, len(results), row_steps, waste,
         mean_rows, load, [r.text for r in results], cpu_seconds,
     )
 
@@ -153,7 +191,7 @@ def describe(run: LocalRun, machine: Machine, params: int) -> str:
     load = "?" if run.load_before is None else f"{run.load_before:.2f}"
     waste = "n/a" if run.waste is None else f"{100 * run.waste:.1f}%"
     return (
-        f"  {run.label:<28} {run.dtype:<9} {run.tokens:>6} tok in {run.seconds:6.1f} s = {run.rate:6.1f} tok/s | "
+        f"  {run.label:<28} {run.dtype:<9} {run.threads} thr {run.tokens:>6} tok in {run.seconds:6.1f} s = {run.rate:6.1f} tok/s | "
         f"{run.rate / flops_ceiling:5.1%} of compute ceiling {flops_ceiling:,.0f} tok/s, "
         f"{run.rate / bandwidth_ceiling:5.1%} of bandwidth ceiling {bandwidth_ceiling:,.0f} tok/s at {rows:.1f} rows | "
         f"row-steps {run.row_steps}, after answer end {waste} | {run.tokens / run.cpu_seconds:.1f} tok per CPU-second "
@@ -161,15 +199,19 @@ def describe(run: LocalRun, machine: Machine, params: int) -> str:
     )
 
 
-def compare_answers(requests: list[ChatRequest], before: list[str], after: list[str], label: str) -> None:
-    """How many greedy answers changed, and the refusal rate under the default judge, paired."""
+def compare_answers(work: Workload, before: list[str], after: list[str], label: str) -> None:
+    """How many greedy answers changed, and the refusal rate under the default judge (native,
+    in each answer's locale), paired."""
     from xsafety.judges import JudgeInput, load_judge
     from xsafety.report.stats import paired_bootstrap
 
     judge = load_judge("default")
-    prompts = [r.messages[-1]["content"] for r in requests]
+    prompts = [r.messages[-1]["content"] for r in work.requests]
     labels = [
-        [o.label for o in judge.judge([JudgeInput(p, t, "en") for p, t in zip(prompts, texts)])]
+        [
+            o.label
+            for o in judge.judge([JudgeInput(p, t, loc) for p, t, loc in zip(prompts, texts, work.locales)])
+        ]
         for texts in (before, after)
     ]
     refused = [[1.0 if x == "refusal" else 0.0 for x in side] for side in labels]
@@ -177,56 +219,60 @@ def compare_answers(requests: list[ChatRequest], before: list[str], after: list[
     changed = sum(a != b for a, b in zip(before, after))
     flipped = sum(a != b for a, b in zip(*labels))
     print(
-        f"  {label} vs before: {changed} of {len(before)} answers differ; default-judge labels differ on {flipped}; "
+        f"  {label}: {changed} of {len(before)} answers differ; default-judge labels differ on {flipped}; "
         f"refusal rate {diff.rate_a:.1%} -> {diff.rate_b:.1%}, paired difference {100 * diff.diff:+.1f} points "
         f"(95% CI {100 * diff.ci_low:+.1f} to {100 * diff.ci_high:+.1f}; McNemar p = {diff.p_value:.2f}, "
         f"discordant {diff.c} -> {diff.b})"
     )
 
 
-def bench_local(n_prompts: int, new_tokens: int, compare: int) -> None:
+def bench_local(work: Workload, new_tokens: int, compare: int, same_threads: int | None = None) -> None:
     """The default run's way of asking SmolLM2, and optionally the old fp32 padded way, interleaved."""
     import torch
 
-    requests = builtin_requests(n_prompts)
+    requests = work.requests
     decoding = Decoding(max_new_tokens=new_tokens)
     model = load_model("smollm2", decoding)
     assert isinstance(model, HFChatModel)
     params = sum(p.numel() for p in model.model.parameters())
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads()  # what the runtime chose for the free cores
+    old_threads = available_cores() if same_threads is None else same_threads
+    if same_threads is not None:
+        threads = same_threads
     machine = measure_machine(threads)
     print(
         f"machine ({threads} torch threads, {os.cpu_count()} cores, load {load_average()}): matmul "
         f"fp32 {machine.gflops['float32']:.0f} GFLOP/s, bf16 {machine.gflops['bfloat16']:.0f} GFLOP/s; "
         f"memory read {machine.read_gbs:.1f} GB/s"
     )
-    print(f"SmolLM2 ({params / 1e6:.1f}M parameters), {len(requests)} built-in prompts, {new_tokens} new tokens, greedy")
+    print(f"SmolLM2 ({params / 1e6:.1f}M parameters), {len(requests)} prompts from {work.source}, {new_tokens} new tokens, greedy")
     model.chat(requests[:2])  # warm-up: first calls pay one-off allocation costs
-    arms: list[tuple[str, HFChatModel]] = []
+    arms: list[tuple[str, HFChatModel, int]] = []
     if compare:
-        # The code as it was: fp32, padded batches of at most 32 rows under 12,288 tokens, generate.
+        # The code as it was: fp32, padded batches of at most 32 rows under 12,288 tokens through
+        # generate, on torch's default thread count (every core, whatever the load).
         old = load_model("smollm2", decoding, dtype="float32", threads=threads, max_batch=32, batch_tokens=12_288)
         assert isinstance(old, HFChatModel)
         old.continuous = False
-        arms.append(("before: fp32 padded", old))
-    arms.append((f"default: {str(model.torch_dtype).removeprefix('torch.')} loop", model))
+        arms.append(("before: fp32 padded", old, old_threads))
+    arms.append((f"default: {str(model.torch_dtype).removeprefix('torch.')} loop", model, threads))
     if compare:
         # The other dtype through the same loop: what bf16 (or fp32, where auto is bf16) would change.
         other_dtype = "float32" if model.torch_dtype is torch.bfloat16 else "bfloat16"
         other = load_model("smollm2", decoding, dtype=other_dtype, threads=threads)
         assert isinstance(other, HFChatModel)
-        arms.append((f"{other_dtype} loop", other))
-    for _, arm in arms:
+        arms.append((f"{other_dtype} loop", other, threads))
+    for _, arm, _ in arms:
         if arm is not model:
             arm.chat(requests[:2])
-    runs: dict[str, list[LocalRun]] = {label: [] for label, _ in arms}
+    runs: dict[str, list[LocalRun]] = {label: [] for label, _, _ in arms}
     for round_ in range(max(1, compare)):
-        for label, arm in arms:
-            runs[label].append(run_local(arm, requests, f"{label} ({round_ + 1})"))
+        for label, arm, arm_threads in arms:
+            runs[label].append(run_local(arm, requests, f"{label} ({round_ + 1})", arm_threads))
             print(describe(runs[label][-1], machine, params), flush=True)
     if compare:
         before = runs[arms[0][0]]
-        for label, _ in arms[1:]:
+        for label, _, _ in arms[1:]:
             after = runs[label]
             wall = [n.rate / o.rate for n, o in zip(after, before)]
             cpu = [(n.tokens / n.cpu_seconds) / (o.tokens / o.cpu_seconds) for n, o in zip(after, before)]
@@ -234,16 +280,19 @@ def bench_local(n_prompts: int, new_tokens: int, compare: int) -> None:
                 f"  {label} vs before, per round: wall tok/s {', '.join(f'{x:.2f}x' for x in wall)}; "
                 f"tok per CPU-second {', '.join(f'{x:.2f}x' for x in cpu)}"
             )
-            compare_answers(requests, before[0].texts, after[0].texts, label)
-        for _, arm in arms:
+            compare_answers(work, before[0].texts, after[0].texts, f"{label} vs before")
+        if work.stored is not None:
+            for label, _, _ in arms:
+                compare_answers(work, work.stored, runs[label][0].texts, f"{label} vs the stored run")
+        for _, arm, _ in arms:
             if arm is not model:
                 arm.close()
     model.close()
 
 
-def bench_server(url: str, served: str, n_prompts: int, new_tokens: int, concurrency: int) -> None:
+def bench_server(url: str, served: str, work: Workload, new_tokens: int, concurrency: int) -> None:
     """The same prompts through the ``openai:`` backend against a real server (llama.cpp, vLLM)."""
-    requests = builtin_requests(n_prompts)
+    requests = work.requests
     model = load_model(f"openai:{served}@{url}", Decoding(max_new_tokens=new_tokens), concurrency=concurrency)
     model.chat(requests[:2])
     load = load_average()
@@ -288,9 +337,16 @@ def bench_http(concurrency: int, latency_s: float, n_requests: int) -> None:
 def main() -> None:
     """Parse the options and run the chosen benchmarks."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=147, help="built-in prompts to ask (147 = all)")
+    parser.add_argument("--prompts", type=int, default=147, help="prompts to ask (147 = the whole built-in set)")
+    parser.add_argument(
+        "--from-run", type=Path, help="ask a stored run's prompts (spread over its locales) and compare with its answers"
+    )
     parser.add_argument("--new-tokens", type=int, default=96, help="max new tokens (the default run uses 96)")
     parser.add_argument("--compare", type=int, default=0, help="A/B rounds against fp32 padded generate")
+    parser.add_argument(
+        "--threads", type=int, help="run every arm on this many threads (default: the runtime's choice, and "
+        "torch's old default of every core for the 'before' arm)"
+    )
     parser.add_argument("--server", help="base URL of an OpenAI-compatible server (llama.cpp, vLLM)")
     parser.add_argument("--server-model", default="local", help="the model name that server serves")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight against --server")
@@ -299,9 +355,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not args.skip_local:
-        bench_local(args.prompts, args.new_tokens, args.compare)
+        work = run_requests(args.from_run, args.prompts) if args.from_run else builtin_requests(args.prompts)
+        bench_local(work, args.new_tokens, args.compare, args.threads)
     if args.server:
-        bench_server(args.server.rstrip("/"), args.server_model, args.prompts, args.new_tokens, args.concurrency)
+        work = run_requests(args.from_run, args.prompts) if args.from_run else builtin_requests(args.prompts)
+        bench_server(args.server.rstrip("/"), args.server_model, work, args.new_tokens, args.concurrency)
     if args.http:
         bench_http(64, 0.2, 1280)
 
