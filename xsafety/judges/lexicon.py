@@ -136,20 +136,6 @@ def normalize(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def opening(text: str, sentences: int, max_chars: int) -> str:
-    """The first ``sentences`` sentences of normalised ``text`` (split on raw text), capped at ``max_chars``."""
-    # Split on the raw text so that newlines still separate sentences, then normalise.
-    raw = unicodedata.normalize("NFKC", text).strip()
-    end = len(raw)
-    count = 0
-    for match in _SENTENCE_END.finditer(raw):
-        count += 1
-        if count >= sentences:
-            end = match.end()
-            break
-    return normalize(raw[: min(end, max_chars)])
-
-
 def script_of(char: str) -> str | None:
     """The Unicode name's script word of a letter (``LATIN``, ``CJK`` ...), or None."""
     name = unicodedata.name(char, "")
