@@ -117,6 +117,9 @@ CASES: list[Case] = [
                  "models.spec", L + 1),
     _config_case("set file malformed", prepend('sets = ["{tmp}/p.jsonl"]'), "JSON", None, 2, file="p.jsonl",
                  files={"p.jsonl": GOOD_JSONL + "{oops\n"}),
+    _config_case("credentials in a base URL", '[[models]]\nspec = "openai:m@https://me:sk-SECRET42@api.example/v1"\nname = "x"',
+                 "api_key_env", "models.spec", L + 1),
+    _config_case("a key pasted into api_key_env", 'api_key_env = "sk-SECRET42"', "not the key itself", "models.api_key_env", L),
     _config_case("two models one name", '[[models]]\nspec = "smollm2"\nname = "remote"', "two models are named", "models.name", L + 2),
     _config_case("dir empty", setkey("dir", '""'), "must name a folder", "run.dir", 2),
     _config_case("dir is a file", setkey("dir", '"{tmp}/afile"'), "is a file", "run.dir", 2, files={"afile": "x"}),
@@ -196,6 +199,8 @@ CASES: list[Case] = [
     Case("generate: run is a file", ("generate", "--model", "openai:m@{url}", "--run", "{tmp}/afile"), "is a file", "--run-dir",
          "afile", None, {"afile": "x"}),
     Case("generate: bad model spec", ("generate", "--model", "bogus:x", "--run", "{run}"), "unknown model spec", "model"),
+    Case("generate: credentials in the URL", ("generate", "--model", "openai:m@http://me:sk-SECRET42@127.0.0.1:9/v1", "--run", "{run}"),
+         "api_key_env", "--model"),
     Case("generate: limit 0", ("generate", "--model", "openai:m@{url}", "--run", "{run}", "--limit", "0"), "at least 1", "limit"),
     Case("generate: api key env not a name", ("generate", "--model", "openai:m@{url}", "--run", "{run}", "--api-key-env", "a b"),
          "NAME of an environment variable", "--api-key-env"),
@@ -310,7 +315,7 @@ def test_bad_input_is_one_located_line_and_changes_nothing(
             assert f"{where}:{case.line}:" in message, message
     if case.field is not None:
         assert f"field '{case.field}'" in message, message
-    assert "Traceback" not in out + err
+    assert "Traceback" not in out + err and "SECRET42" not in out + err  # keys in the input are never echoed
     assert {name: tree_digest(path) for name, path in watched.items()} == before
     assert not (tmp_path / "tr").exists() and not (tmp_path / "rep").exists()
 

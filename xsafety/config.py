@@ -54,7 +54,7 @@ from typing import Any
 
 from xsafety.errors import ConfigError, InputError
 from xsafety.models.base import Decoding
-from xsafety.validate import decoding_problems, model_option_problem
+from xsafety.validate import decoding_problems, model_option_problem, spec_problem
 
 ENGLISH = "en"
 COMMITTED = "committed"
@@ -425,6 +425,9 @@ def _parse_models(p: _Parser) -> tuple[ModelConfig, ...]:
             parsed = parse_spec(table["spec"])
         except InputError as exc:
             raise p.err(exc.message, "models", "spec", i) from None
+        problem = spec_problem(table["spec"])
+        if problem:
+            raise p.err(problem, "models", "spec", i)
         name = table.get("name", table["spec"])
         if not name.strip():
             raise p.err("must not be empty", "models", "name", i)

@@ -55,7 +55,8 @@ def model_option_problem(name: str, value: Any) -> str | None:
         return number_problem(value, low=bound, low_open=strict)
     if name == "api_key_env":
         if not isinstance(value, str) or not _ENV_NAME.match(value):
-            return f"must be the NAME of an environment variable (letters, digits, '_'), not {value!r}"
+            # The value is not quoted: a key pasted here by mistake must not be echoed.
+            return "must be the NAME of an environment variable (letters, digits, '_'), not the key itself"
     elif name == "device":
         if not isinstance(value, str) or not _DEVICE.match(value):
             return f"must be auto, cpu, mps, cuda or cuda:N, not {value!r}"
@@ -78,3 +79,17 @@ def decoding_problems(max_new_tokens: Any, temperature: Any, top_p: Any, seed: A
         ("seed", number_problem(seed, integer=True)),
     ]
     return [(name, problem) for name, problem in checks if problem is not None]
+
+
+def spec_problem(spec: str) -> str | None:
+    """Why a model spec must not be recorded as written: credentials in a base URL would reach
+    run.json and reports (the key belongs in the environment variable ``api_key_env`` names)."""
+    from urllib.parse import urlsplit
+
+    if not spec.startswith("openai:"):
+        return None
+    for part in spec.split("@http")[1:]:
+        netloc = urlsplit("http" + part).netloc
+        if "@" in netloc:
+            return "a base URL with a user or password would be written into run.json and reports; put the key in an environment variable and name it with api_key_env"
+    return None

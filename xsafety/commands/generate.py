@@ -8,7 +8,7 @@ from pathlib import Path
 
 from xsafety.commands.common import fail, legacy_run_option, pick_run_dir, split_list
 from xsafety.errors import InputError, XSafetyError
-from xsafety.validate import decoding_problems, model_option_problem
+from xsafety.validate import decoding_problems, model_option_problem, spec_problem
 
 
 def _locales(value: str) -> list[str]:
@@ -71,6 +71,9 @@ def generate_command(
         if run_path.exists() and not run_path.is_dir():
             raise InputError("is a file, not a run directory", file=run_path, field="--run-dir")
         parse_spec(model)  # a malformed spec should fail before any prompt is loaded
+        problem = spec_problem(model)
+        if problem:
+            raise InputError(problem, field="--model")
         items, missing = build_items(set_name, wanted, system_prompt=system_prompt, limit=limit)
         for locale, count in missing.items():
             if count:
