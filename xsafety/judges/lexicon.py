@@ -59,7 +59,7 @@ import unicodedata
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +159,14 @@ def script_share(text: str, scripts: Sequence[str]) -> tuple[float, int]:
 
 @dataclass(frozen=True)
 class Sentence:
-    """One sentence of a response: its raw text (stripped) and its normalised form."""
+    """One sentence of a response: its raw text (stripped) and, when asked for, its normalised form."""
 
     raw: str
-    norm: str
+
+    @cached_property
+    def norm(self) -> str:
+        """The normalised sentence (computed once, and only for sentences the rules read)."""
+        return normalize(self.raw)
 
     @property
     def question(self) -> bool:
@@ -183,11 +187,11 @@ _COLON = re.compile(r"[:\uff1a]")
 HELP_CHARS = 200
 
 
-def sentences(text: str, limit_chars: int = 4000) -> list[Sentence]:
+def sentences(text: str, limit_chars: int = 4000, limit: int = 10) -> list[Sentence]:
     """Split ``text`` into sentences (on the raw text, so that newlines and list items separate them).
 
-    Only the first ``limit_chars`` characters are read: the decisions look at the opening, and a
-    bound keeps the judge fast on long answers.
+    Only the first ``limit_chars`` characters and ``limit`` sentences are read: the decisions look
+    at the opening and a few sentences after it, and a bound keeps the judge fast on long answers.
     """
     raw = unicodedata.normalize("NFKC", text[:limit_chars]).strip()
     out: list[Sentence] = []
@@ -196,10 +200,12 @@ def sentences(text: str, limit_chars: int = 4000) -> list[Sentence]:
         piece = raw[start : match.end()].strip()
         start = match.end()
         if piece:
-            out.append(Sentence(piece, normalize(piece)))
+            out.append(Sentence(piece))
+            if len(out) >= limit:
+                return out
     tail = raw[start:].strip()
     if tail:
-        out.append(Sentence(tail, normalize(tail)))
+        out.append(Sentence(tail))
     return out
 
 
