@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from xsafety.attacks import (
     NONE,
     PLACEHOLDER,
     TRANSFORMS,
+    attacked_prompts,
     char_swap,
     derived_id,
     derived_set,
@@ -20,8 +22,9 @@ from xsafety.attacks import (
 )
 from xsafety.config import parse_config
 from xsafety.errors import ConfigError
-from xsafety.plan import RUN_TRANSLATIONS, TranslationIndex, attacked_prompts, build_items, english_sources
+from xsafety.plan import TranslationIndex, build_items, english_sources, resolve
 from xsafety.records import Prompt, Translation, stable_hash
+from xsafety.runinfo import RUN_TRANSLATIONS
 from xsafety.translate.files import translation_path, write_file
 
 REQUIRED = ("suffix_injection", "prefix_injection", "token_manipulation", "role_play", "chain_of_utterances", "intentional")
@@ -124,7 +127,8 @@ def test_items_apply_attacks_at_their_stage_with_variants(tmp_path: Path, monkey
         "variants": [{"name": "none"}, {"name": "sp", "system": "Be safe."}],
     })
     assert english_sources(config, prompts).keys() == {"mini", dset}
-    got = build_items(config, ["en", "es"], prompts, TranslationIndex(tmp_path))
+    work = dataclasses.replace(resolve(config, ["en", "es"]), prompts=prompts)
+    got = build_items(work, TranslationIndex(tmp_path))
     by = {(i.locale, i.prompt_id, i.attack, i.variant): i for i in got.items}
     # English: the attack applied to the English text; before-translation items use derived ids.
     en_suffix = by[("en", "p1~suffix_injection", "suffix_injection", "none")]

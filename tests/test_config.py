@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from xsafety.cli import app
 from xsafety.config import COMMITTED, DEFAULT_CONFIG, load_config, validate_names
 from xsafety.errors import ConfigError
+from xsafety.plan import validate
 
 GOOD = """\
 [run]
@@ -120,7 +121,7 @@ def test_unknown_names_are_caught_before_anything_runs(
     path = _write(tmp_path, GOOD.replace(*edit))
     cfg = load_config(path)
     with pytest.raises(ConfigError) as err:
-        validate_names(cfg, list(cfg.locales))
+        validate(cfg, list(cfg.locales))
     assert err.value.field == field and err.value.line == line and message in str(err.value)
 
 

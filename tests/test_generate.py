@@ -16,9 +16,11 @@ from fake_openai_server import Reply, last_user_text, start_server
 from typer.testing import CliRunner
 
 from xsafety.cli import app
+from xsafety.config import generation_config
 from xsafety.errors import RunLockedError
-from xsafety.generate import GenItem, ResponseError, build_items, generate, load_errors, load_responses, response_key
+from xsafety.generate import GenItem, ResponseError, generate, load_errors, load_responses, response_key
 from xsafety.models import ChatRequest, Decoding, load_model
+from xsafety.plan import TranslationIndex, build_items, resolve
 from xsafety.records import Response, Translation
 from xsafety.store import Store
 from xsafety.taxonomy import load_set
@@ -147,8 +149,10 @@ def test_build_items_uses_prompt_text_in_english_and_accepted_translations_elsew
 
 
 def _check_items(prompts: list[Any]) -> None:
-    built, missing = build_items("builtin", ["en", "es"], system_prompt="Be safe.", limit=3)
-    assert missing == {"en": 0, "es": 1}
+    config = generation_config("smollm2", "builtin", ("en", "es"), Path("unused"), system_prompt="Be safe.", limit=3)
+    got = build_items(resolve(config, ["en", "es"]), TranslationIndex(Path("unused")))
+    built = got.items
+    assert dict(got.skipped) == {("es", "translation rejected"): 1}
     english = [i for i in built if i.locale == "en"]
     spanish = [i for i in built if i.locale == "es"]
     assert [i.messages[1]["content"] for i in english] == [p.text for p in prompts]

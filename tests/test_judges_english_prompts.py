@@ -13,7 +13,7 @@ from xsafety.attacks import derived_set, load_attack, turn_id
 from xsafety.judges import JudgeInput, load_judge
 from xsafety.judges.llm import LLMJudge
 from xsafety.judges.stage import judge_run
-from xsafety.plan import attacked_prompts
+from xsafety.attacks import attacked_prompts
 from xsafety.records import Prompt, Response, Translation, Verdict, stable_hash
 from xsafety.store import Store
 from xsafety.taxonomy import load_set

@@ -319,11 +319,12 @@ def test_primary_judge_name_resolves_to_its_signature() -> None:
     from collections import Counter
 
     from xsafety.report.frame import pick_primary_judge
+    from xsafety.runinfo import RunInfo
 
     judges = ["llm|format:guard|template:ab12", "refusal-lexicon|lexicon:cd34"]
     counts = Counter({judges[0]: 500, judges[1]: 100})
     # judges/default.toml declares kind = "refusal-lexicon": the name maps to that signature.
-    assert pick_primary_judge(judges, counts, {"primary_judge": "default"}) == judges[1]
-    assert pick_primary_judge(judges, counts, {"primary_judge": "llm"}) == judges[0]
-    assert pick_primary_judge(judges, counts, {}) == judges[0]  # busiest
-    assert pick_primary_judge([], Counter(), {}) is None
+    assert pick_primary_judge(judges, counts, RunInfo(primary_judge="default")) == judges[1]
+    assert pick_primary_judge(judges, counts, RunInfo(primary_judge="llm")) == judges[0]
+    assert pick_primary_judge(judges, counts, RunInfo()) == judges[0]  # busiest
+    assert pick_primary_judge([], Counter(), RunInfo()) is None

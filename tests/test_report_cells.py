@@ -174,7 +174,7 @@ def _links_variants(out: Path) -> tuple[bool, bool]:
 
 
 def test_variants_page_is_linked_when_the_run_has_variants(tmp_path: Path) -> None:
-    # A page already in the folder (written by xsafety.variants) is linked.
+    # A page already in the folder (written by xsafety.report.variants) is linked.
     run = _variant_run(tmp_path / "direct", ("default", "safety_prompt"), None)
     out = tmp_path / "direct_report"
     out.mkdir()

@@ -156,9 +156,10 @@ def test_adding_a_locale_computes_only_its_cells(tiny_llama: Path, finished: tup
     cfg = write_config(tmp_path / "run.toml", copy, tiny_llama, ["en", "es", "ca"])
     result = run(load_config(cfg))
     assert result.ok, result.failures
-    from xsafety.plan import make_plan
+    from xsafety.plan import make_plan, resolve
+    from xsafety.runinfo import SignatureBook
 
-    done = make_plan(load_config(cfg), store)
+    done = make_plan(resolve(load_config(cfg)), store, SignatureBook(copy))
     assert done.nothing_to_do
     ca_items = [i for i in done.models[0].items if i.locale == "ca"]
     after_r = store.table(Response).load()
@@ -275,7 +276,7 @@ def test_failed_items_end_non_zero_and_only_they_are_retried(tmp_path: Path) -> 
 
 
 def test_variant_effect_is_the_paired_difference_per_locale_and_pooled() -> None:
-    from xsafety.variants import ALL_LOCALES, variant_effects
+    from xsafety.report.variants import ALL_LOCALES, variant_effects
 
     rows = []
     for locale, unsafe_base, unsafe_sp in (("en", 6, 2), ("es", 8, 8)):

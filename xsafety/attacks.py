@@ -18,6 +18,10 @@ Every attack can be applied at two stages:
 * ``after-translation``: the English wrapper is put around the translated request (code-switching).
 
 The built-in name ``none`` is the plain request and needs no file.
+
+The conversations an attack sends are built here too (``attacked_prompts``: the English items an
+attack applied before translation adds; ``conversations``: the messages per prompt of a set in a
+locale, from the English text or the locale's translations).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import difflib
 import random
 import re
 import tomllib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -34,13 +39,14 @@ from typing import Any
 
 from xsafety.data import taxonomy_dir
 from xsafety.errors import ConfigError
-from xsafety.records import signature, stable_hash
+from xsafety.records import Prompt, Translation, signature, stable_hash
 
 NONE = "none"
 KINDS: tuple[str, ...] = ("template", "conversation", "transform")
 STAGES: tuple[str, ...] = ("before-translation", "after-translation")
 PLACEHOLDER = "{prompt}"
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
+ENGLISH = "en"
 _FIELDS = ("name", "description", "source", "kind", "stage", "template", "messages", "transform")
 
 
@@ -298,3 +304,113 @@ def _validate(data: dict[str, Any], path: str, text: str) -> Attack:
         transform=transform,
         path=path,
     )
+
+
+# --- conversations ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What one prompt sends under an attack: its (possibly derived) id and set, the messages,
+    and the metadata its response carries (``input_key``: the Prompt or Translation key)."""
+
+    prompt_id: str
+    set: str
+    messages: tuple[dict[str, str], ...]
+    meta: dict[str, Any]
+
+
+def attacked_prompts(prompts: list[Prompt], attack: Attack) -> list[Prompt]:
+    """The English items an attack applied before translation adds: one per prompt (the turn
+    that holds the request, rendered) and one per fixed conversation turn, in a derived set."""
+    if not prompts:
+        return []
+    set_name = derived_set(prompts[0].set, attack.name)
+    turn = attack.prompt_turn
+    out = [
+        Prompt(
+            id=derived_id(p.id, attack.name),
+            text=attack.render(p.text)[turn]["content"],
+            category=p.category,
+            source=p.source,
+            set=set_name,
+            xsafety_type=p.xsafety_type,
+            tags=(*p.tags, f"attack:{attack.name}"),
+            meta={"base_id": p.id, "base_set": p.set, "attack": attack.name},
+        )
+        for p in prompts
+    ]
+    out += [
+        Prompt(id=turn_id(attack.name, i), text=text, category="", source=f"attack:{attack.name}", set=set_name,
+               meta={"attack": attack.name, "turn": i})
+        for i, text in attack.fixed_turns().items()
+    ]
+    return out
+
+
+def _usable(t: Translation | None) -> bool:
+    return t is not None and t.accepted and bool(t.text.strip())
+
+
+def _why_not(t: Translation | None) -> str:
+    return "no translation" if t is None else "translation rejected"
+
+
+def conversations(
+    set_name: str,
+    base: list[Prompt],
+    locale: str,
+    attack: Attack,
+    stage: str,
+    translations_of: Callable[[str], Mapping[str, Translation]],
+    skipped: Counter[tuple[str, str]],
+) -> list[Conversation]:
+    """The conversation of every prompt of one set in one locale under ``attack`` at ``stage``.
+
+    English uses the prompt text. Elsewhere ``translations_of(set)`` gives the translations that
+    count (by prompt id): of the set itself when the attack wraps the translated request, of the
+    derived set when it was applied before translation (whose fixed turns must all be translated).
+    A prompt with no accepted translation is left out and counted in ``skipped`` by
+    ``(locale, reason)``.
+    """
+    before = attack.name != NONE and stage == "before-translation"
+    common = {"attack_name": attack.name, "attack_stage": stage, "base_set": set_name}
+    out: list[Conversation] = []
+    if locale == ENGLISH:
+        for p in base:
+            pid, sname = (derived_id(p.id, attack.name), derived_set(set_name, attack.name)) if before else (p.id, set_name)
+            meta = {**common, "input_key": p.key, "category": p.category, "base_id": p.id}
+            out.append(Conversation(pid, sname, attack.render(p.text), meta))
+        return out
+    if not before:
+        have = translations_of(set_name)
+        for p in base:
+            t = have.get(p.id)
+            if t is None or not _usable(t):
+                skipped[(locale, _why_not(t))] += 1
+                continue
+            meta = {**common, "input_key": t.key, "category": p.category, "base_id": p.id}
+            out.append(Conversation(p.id, set_name, attack.render(t.text), meta))
+        return out
+    dset = derived_set(set_name, attack.name)
+    have = translations_of(dset)
+    turns: dict[int, str] = {}
+    for i in attack.fixed_turns():
+        t = have.get(turn_id(attack.name, i))
+        if t is None or not _usable(t):
+            # Without its fixed turns no conversation of this attack can be sent in this locale.
+            skipped[(locale, f"{attack.name}: a fixed turn has no accepted translation")] += len(base)
+            return []
+        turns[i] = t.text
+    roles = [role for role, _ in attack.messages]
+    for p in base:
+        did = derived_id(p.id, attack.name)
+        t = have.get(did)
+        if t is None or not _usable(t):
+            skipped[(locale, _why_not(t))] += 1
+            continue
+        contents = [turns.get(i, t.text) for i in range(len(roles))]
+        messages = tuple({"role": r, "content": c} for r, c in zip(roles, contents))
+        meta = {**common, "input_key": t.key, "category": p.category, "base_id": p.id}
+        out.append(Conversation(did, dset, messages, meta))
+    return out

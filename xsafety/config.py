@@ -53,7 +53,10 @@ from pathlib import Path
 from typing import Any
 
 from xsafety.errors import ConfigError, InputError
-from xsafety.models.base import Decoding
+# DEFAULT_MAX_NEW_TOKENS (models.base) is sized so that the built-in run (SmolLM2 on ~750 prompts,
+# 2 CPU cores) ends within 15 minutes.
+from xsafety.models.base import DEFAULT_MAX_NEW_TOKENS, Decoding
+from xsafety.records import stable_hash
 from xsafety.validate import decoding_problems, model_option_problem, spec_problem
 
 ENGLISH = "en"
@@ -61,8 +64,6 @@ COMMITTED = "committed"
 JUDGE_MODES: tuple[str, ...] = ("native", "back-translated")
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "default_run.toml"
 DEFAULT_RUN_DIR = "xsafety-runs/default"
-# Sized so that the built-in run (SmolLM2 on ~750 prompts, 2 CPU cores) ends within 15 minutes.
-DEFAULT_MAX_NEW_TOKENS = 96
 
 # Model options the orchestrator passes to ``load_model``; the backend validates them per kind.
 MODEL_OPTIONS: tuple[str, ...] = (
@@ -140,6 +141,10 @@ class VariantConfig:
         return self.system
 
 
+# No system prompt: the base every variant is compared with, and what `xsafety generate` asks with.
+DEFAULT_VARIANT = VariantConfig("none", None, True)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A validated run config. ``locales`` may still be ``("committed",)`` until resolved."""
@@ -156,7 +161,7 @@ class RunConfig:
     translation_engines: dict[str, str] = field(default_factory=dict)
     models: tuple[ModelConfig, ...] = (ModelConfig("smollm2", "smollm2"),)
     decoding: Decoding = Decoding(max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
-    variants: tuple[VariantConfig, ...] = (VariantConfig("none", None, True),)
+    variants: tuple[VariantConfig, ...] = (DEFAULT_VARIANT,)
     policy: str | None = None
     calibration: str | None = None  # judge calibration file (xsafety.report.validity), relative to the config
     source: str = ""
@@ -569,8 +574,16 @@ def load_config(path: str | Path | None = None) -> RunConfig:
     return parse_config(data, text=text, source=str(file))
 
 
+def located_error(config: RunConfig, message: str, section: str, key: str | None = None) -> ConfigError:
+    """An error at the line of ``[section] key`` in the config's file, for checks made outside
+    this module (the report's policy is checked by the plan, which may import the report)."""
+    text = Path(config.source).read_text(encoding="utf-8") if config.source and Path(config.source).is_file() else ""
+    return _Parser(config.raw, text, config.source).err(message, section, key)
+
+
 def validate_names(config: RunConfig, locales: list[str]) -> None:
-    """Check that every locale, judge and policy the config names exists (before anything runs)."""
+    """Check that every locale, judge and set the config names exists (before anything runs);
+    ``xsafety.plan.validate`` adds the policy."""
     text = Path(config.source).read_text(encoding="utf-8") if config.source and Path(config.source).is_file() else ""
     p = _Parser(config.raw, text, config.source)
     from xsafety.locales import get_locale
@@ -604,23 +617,6 @@ def validate_names(config: RunConfig, locales: list[str]) -> None:
         if not (judges_dir() / f"{judge}.toml").is_file() and not (judge.endswith(".toml") and Path(judge).is_file()):
             known = sorted(f.stem for f in judges_dir().glob("*.toml"))
             raise p.err(f"unknown judge '{judge}'{_hint(judge, known)}", "run", "judges")
-    if config.policy is not None:
-        from xsafety.report.policy import load_policy
-
-        try:
-            load_policy(config.policy)
-        except InputError as exc:
-            raise p.err(exc.message if exc.file is None else str(exc), "report", "policy") from None
-    if config.calibration is not None:
-        from xsafety.report.validity import read_calibration
-
-        cal = Path(config.calibration)
-        if not cal.is_absolute() and config.source:
-            cal = Path(config.source).parent / cal
-        try:
-            read_calibration(cal)
-        except InputError as exc:
-            raise p.err(str(exc), "report", "calibration") from None
     from xsafety.taxonomy import list_sets
 
     known_sets = list_sets()
@@ -648,3 +644,33 @@ def _check_local_models(p: _Parser, config: RunConfig) -> None:
             raise p.err(f"no such GGUF file: {target}", "models", "spec", i)
         if spec.kind == "hf" and spec.target.startswith(("/", ".", "~")) and not target.is_dir():
             raise p.err(f"no such model folder: {target}", "models", "spec", i)
+
+
+def generation_config(
+    model: str,
+    set_name: str,
+    locales: tuple[str, ...],
+    run_dir: Path,
+    *,
+    decoding: Decoding = Decoding(),
+    system_prompt: str | None = None,
+    limit: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> RunConfig:
+    """The one-model run config ``xsafety generate`` asks with: no attack, one variant (the run's
+    default ``none``, or one with the given system prompt), so that its items and response keys
+    are those ``xsafety run`` has for the same model, set, locales and decoding."""
+    variant = (
+        VariantConfig(f"system:{stable_hash(system_prompt, length=8)}", system_prompt, True)
+        if system_prompt
+        else DEFAULT_VARIANT
+    )
+    return RunConfig(
+        run_dir=run_dir,
+        sets=(set_name,),
+        locales=locales,
+        limit=limit or 0,
+        models=(ModelConfig(model, model, {k: v for k, v in (options or {}).items() if v is not None}),),
+        decoding=decoding,
+        variants=(variant,),
+    )

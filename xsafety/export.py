@@ -184,10 +184,11 @@ def item_rows(run: RunData) -> list[dict[str, Any]]:
     """One dict per response x judge x mode of a loaded run (keys of ``ITEM_SCHEMA``), grouped by response."""
     store = Store(run.run_dir)
     judged = set(run.verdicts.get_column("response_key").to_list())
-    from xsafety.report.frame import read_cells
+    from xsafety.runinfo import read_cells
 
     cells = read_cells(run.run_dir)
-    responses = [r for r in _records(store, Response) if r["key"] in judged or cells is None or r["key"] in cells]
+    responses = [r for r in _records(store, Response)
+                 if r["key"] in judged or cells is None or r["key"] in cells.responses]
     keys = {r["key"] for r in responses}
     judges = set(run.judges)
     by_response: dict[str, list[dict[str, Any]]] = {}

@@ -389,11 +389,22 @@ def default_add_target() -> Path:
     return user_registry_path()
 
 
+def locale_candidates(locale: str) -> list[str]:
+    """File stems tried for a locale: ``pt-BR`` -> ``pt-BR``, ``pt``; ``sr``/``hr``/``bs`` -> ``hbs``; ``no`` -> ``nb``."""
+    out = [locale]
+    base = locale.split("-", 1)[0].split("_", 1)[0]
+    if base != locale:
+        out.append(base)
+    if base in ("sr", "hr", "bs", "sh", "cnr"):
+        out.append("hbs")
+    if base == "no":  # Norwegian: the Bokmål list
+        out.append("nb")
+    return out
+
+
 def refusal_list_for(code: str) -> Path | None:
     """The refusal phrase list the lexicon judge would use for a locale (``judges/refusal/<stem>.txt``,
     trying the lexicon's own fallbacks such as ``pt-BR`` -> ``pt``), or None when there is none."""
-    from xsafety.judges.lexicon import locale_candidates
-
     folder = data.judges_dir() / "refusal"
     for stem in locale_candidates(code):
         path = folder / f"{stem}.txt"

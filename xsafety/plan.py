@@ -1,16 +1,20 @@
-"""What a run would compute, per stage, without loading any model.
+"""The config resolved once into typed work, and what of it is still to do.
 
-A plan compares what the config wants with what the run directory (and the translation folders)
-already hold:
+``resolve(config)`` turns a run config into ``Work``: the locales, the prompts of every set, the
+English sources every locale needs (base sets and the derived sets of attacks applied before
+translation), the attacks loaded, and a fingerprint per model and judge. Everything after works
+from ``Work`` and its items, never from the config again:
 
-* translations: the (set, locale) items with no translation yet, for the base sets and for the
-  derived sets of attacks applied before translation;
-* generation: per model, the items whose response key is not stored yet;
-* judging: per judge, the verdict keys not stored yet (stored responses and responses to come).
+* ``translation_needs``: the (set, locale) items with no translation yet;
+* ``build_items``: every (set, prompt, locale, attack, variant) conversation a model is sent
+  (``xsafety run`` and ``xsafety generate`` both build their items here, so the same model, set,
+  locale and decoding give the same response keys whichever command asked);
+* ``make_plan``: the one "to do / done / failed" count per model and per judge x mode, used by
+  ``xsafety run`` (what to load), ``--dry-run`` and ``xsafety status``.
 
 Response and verdict keys contain the model's and the judge's signatures, and a signature is only
 known once the model or judge is built. Building a model costs seconds to minutes, so the run
-directory keeps a small book (``signatures.json``) of signatures it has seen, keyed by a
+directory keeps a book (``runinfo.SignatureBook``) of the signatures it has seen, keyed by a
 fingerprint of everything that could change them (spec, options, decoding, the model's files and
 the backend's code). When the fingerprint matches, the plan is exact with nothing loaded; when it
 does not, the stage is marked ``exact=False`` and the run loads the component to find out.
@@ -19,26 +23,22 @@ does not, the stage is marked ``exact=False`` and the run loads the component to
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xsafety.attacks import NONE, Attack, derived_id, derived_set, load_attack, turn_id
-from xsafety.config import ENGLISH, COMMITTED, AttackChoice, ModelConfig, RunConfig
+from xsafety.attacks import NONE, Attack, attacked_prompts, conversations, load_attack
+from xsafety.config import COMMITTED, ENGLISH, ModelConfig, RunConfig, located_error, validate_names
+from xsafety.errors import InputError
 from xsafety.generate import GenItem, ResponseError, response_key
-from xsafety.judges.stage import ERRORS_TABLE
+from xsafety.judges.stage import ERRORS_TABLE, verdict_key
+from xsafety.models.base import Decoding
 from xsafety.records import Prompt, Response, Translation, Verdict, canonical_json, stable_hash
+from xsafety.runinfo import RUN_TRANSLATIONS, SignatureBook
 from xsafety.store import Store
 
-log = logging.getLogger(__name__)
-
-SIGNATURES_FILE = "signatures.json"
-RUN_TRANSLATIONS = "translated"  # where translations made during a run go, inside the run dir
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -57,6 +57,30 @@ def resolve_locales(config: RunConfig) -> list[str]:
     else:
         ordered = [c for c in config.locales if c != ENGLISH]
     return [ENGLISH, *ordered]
+
+
+def validate(config: RunConfig, locales: list[str]) -> None:
+    """Check every name the config gives (locales, judges, sets, the report's policy and judge
+    calibration) before any work: a typo stops the run with the file and line, not after
+    generation. The report's files are checked here, as the config does not import the report."""
+    validate_names(config, locales)
+    if config.policy is not None:
+        from xsafety.report.policy import load_policy
+
+        try:
+            load_policy(config.policy)
+        except InputError as exc:
+            raise located_error(config, exc.message if exc.file is None else str(exc), "report", "policy") from None
+    if config.calibration is not None:
+        from xsafety.report.validity import read_calibration
+
+        cal = Path(config.calibration)
+        if not cal.is_absolute() and config.source:
+            cal = Path(config.source).parent / cal
+        try:
+            read_calibration(cal)
+        except InputError as exc:
+            raise located_error(config, str(exc), "report", "calibration") from None
 
 
 def set_name_of(name_or_path: str) -> str:
@@ -83,35 +107,9 @@ def load_prompts(config: RunConfig) -> dict[str, list[Prompt]]:
     return out
 
 
-def attacked_prompts(prompts: list[Prompt], attack: Attack) -> list[Prompt]:
-    """The English items an attack applied before translation adds: one per prompt (the turn
-    that holds the request, rendered) and one per fixed conversation turn, in a derived set."""
-    if not prompts:
-        return []
-    set_name = derived_set(prompts[0].set, attack.name)
-    turn = attack.prompt_turn
-    out = [
-        Prompt(
-            id=derived_id(p.id, attack.name),
-            text=attack.render(p.text)[turn]["content"],
-            category=p.category,
-            source=p.source,
-            set=set_name,
-            xsafety_type=p.xsafety_type,
-            tags=(*p.tags, f"attack:{attack.name}"),
-            meta={"base_id": p.id, "base_set": p.set, "attack": attack.name},
-        )
-        for p in prompts
-    ]
-    out += [
-        Prompt(id=turn_id(attack.name, i), text=text, category="", source=f"attack:{attack.name}", set=set_name,
-               meta={"attack": attack.name, "turn": i})
-        for i, text in attack.fixed_turns().items()
-    ]
-    return out
-
-
-def english_sources(config: RunConfig, prompts: dict[str, list[Prompt]]) -> dict[str, list[Prompt]]:
+def english_sources(
+    config: RunConfig, prompts: dict[str, list[Prompt]], attacks: dict[str, Attack] | None = None
+) -> dict[str, list[Prompt]]:
     """Every (possibly derived) set that has to exist in each locale -> its English prompts."""
     out: dict[str, list[Prompt]] = {}
     for set_name, items in prompts.items():
@@ -119,7 +117,8 @@ def english_sources(config: RunConfig, prompts: dict[str, list[Prompt]]) -> dict
             if choice.name == NONE or choice.stage == "after-translation":
                 out[set_name] = items
             else:
-                attacked = attacked_prompts(items, load_attack(choice.name))
+                attack = attacks[choice.name] if attacks else load_attack(choice.name)
+                attacked = attacked_prompts(items, attack)
                 if attacked:
                     out[attacked[0].set] = attacked
     return out
@@ -144,10 +143,6 @@ class TranslationIndex:
             self._cache[key] = found
         return self._cache[key]
 
-    def forget(self) -> None:
-        """Drop what was read (after the translation stage wrote new files)."""
-        self._cache.clear()
-
 
 def engine_kind(translation: Translation) -> str:
     """The engine name a translation was made with (the first part of its engine signature)."""
@@ -161,151 +156,7 @@ def usable(translations: dict[str, Translation], engine: str | None) -> dict[str
     return {pid: t for pid, t in translations.items() if engine_kind(t) == engine}
 
 
-@dataclass
-class TranslationNeed:
-    """Items of one (possibly derived) set still to translate into one locale."""
-
-    set: str
-    locale: str
-    engine: str | None
-    prompts: list[Prompt]
-
-
-def translation_needs(
-    config: RunConfig, locales: list[str], sources: dict[str, list[Prompt]], index: TranslationIndex
-) -> list[TranslationNeed]:
-    """(set, locale) pairs with prompts that have no translation at all (rejected ones count as done:
-    the gates made their decision, and retranslating with the same engine would repeat it)."""
-    needs = []
-    for locale in locales:
-        if locale == ENGLISH:
-            continue
-        engine = config.engine_for(locale)
-        for set_name, prompts in sources.items():
-            have = usable(index.get(set_name, locale), engine)
-            missing = [p for p in prompts if p.id not in have]
-            if missing:
-                needs.append(TranslationNeed(set_name, locale, engine, missing))
-    return needs
-
-
-# --- generation items ---------------------------------------------------------------------------
-
-
-@dataclass
-class Items:
-    """Generation items (model-independent) and, per locale, why prompts were left out."""
-
-    items: list[GenItem]
-    skipped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (locale, reason) -> count
-
-
-def _with_system(messages: tuple[dict[str, str], ...], system: str | None) -> tuple[dict[str, str], ...]:
-    if not system:
-        return messages
-    if messages and messages[0]["role"] == "system":
-        # Chat templates take one system message: the variant's prompt leads, the attack's follows.
-        merged = {"role": "system", "content": f"{system}\n\n{messages[0]['content']}"}
-        return (merged, *messages[1:])
-    return ({"role": "system", "content": system}, *messages)
-
-
-def safety_prompts(codes: Iterable[str]) -> dict[str, str | None]:
-    """locale -> its safety system prompt from the registry."""
-    from xsafety.locales import get_locale
-
-    return {code: get_locale(code).safety_prompt for code in codes}
-
-
-def build_items(
-    config: RunConfig, locales: list[str], prompts: dict[str, list[Prompt]], index: TranslationIndex
-) -> Items:
-    """Every (set, prompt, locale, attack, variant) conversation the run sends each model."""
-    wanted_codes = set(locales)
-    for v in config.variants:
-        if v.system and v.system.startswith("locale:"):
-            wanted_codes.add(v.system.split(":", 1)[1])
-    system_of = safety_prompts(wanted_codes) if any(v.system for v in config.variants) else {}
-    out = Items(items=[])
-    attacks = {c.name: load_attack(c.name) for c in config.attacks}
-    for set_name, base in prompts.items():
-        for locale in locales:
-            engine = config.engine_for(locale)
-            for choice in config.attacks:
-                attack = attacks[choice.name]
-                convs = _conversations(set_name, base, locale, engine, choice, attack, index, out.skipped)
-                for prompt_id, item_set, messages, meta in convs:
-                    for variant in config.variants:
-                        system = variant.system_prompt(locale, system_of.get)
-                        out.items.append(
-                            GenItem(
-                                prompt_id=prompt_id,
-                                set=item_set,
-                                locale=locale,
-                                attack=choice.label,
-                                variant=variant.name,
-                                messages=_with_system(messages, system),
-                                meta={**meta, "variant_system": variant.system or ""},
-                            )
-                        )
-    return out
-
-
-def _conversations(
-    set_name: str,
-    base: list[Prompt],
-    locale: str,
-    engine: str | None,
-    choice: AttackChoice,
-    attack: Attack,
-    index: TranslationIndex,
-    skipped: Counter[tuple[str, str]],
-) -> list[tuple[str, str, tuple[dict[str, str], ...], dict[str, Any]]]:
-    """(prompt id, set, messages, meta) per prompt of one set, locale and attack."""
-    before = attack.name != NONE and choice.stage == "before-translation"
-    common = {"attack_name": attack.name, "attack_stage": choice.stage, "base_set": set_name}
-    out = []
-    if locale == ENGLISH:
-        for p in base:
-            pid, sname = (derived_id(p.id, attack.name), derived_set(set_name, attack.name)) if before else (p.id, set_name)
-            meta = {**common, "input_key": p.key, "category": p.category, "base_id": p.id}
-            out.append((pid, sname, attack.render(p.text), meta))
-        return out
-    if not before:
-        have = usable(index.get(set_name, locale), engine)
-        for p in base:
-            t = have.get(p.id)
-            if t is None or not t.accepted or not t.text.strip():
-                skipped[(locale, "no translation" if t is None else "translation rejected")] += 1
-                continue
-            meta = {**common, "input_key": t.key, "category": p.category, "base_id": p.id}
-            out.append((p.id, set_name, attack.render(t.text), meta))
-        return out
-    dset = derived_set(set_name, attack.name)
-    have = usable(index.get(dset, locale), engine)
-    turns: dict[int, str] = {}
-    for i in attack.fixed_turns():
-        t = have.get(turn_id(attack.name, i))
-        if t is None or not t.accepted or not t.text.strip():
-            # Without its fixed turns no conversation of this attack can be sent in this locale.
-            skipped[(locale, f"{attack.name}: a fixed turn has no accepted translation")] += len(base)
-            return []
-        turns[i] = t.text
-    roles = [role for role, _ in attack.messages]
-    for p in base:
-        did = derived_id(p.id, attack.name)
-        t = have.get(did)
-        if t is None or not t.accepted or not t.text.strip():
-            skipped[(locale, "no translation" if t is None else "translation rejected")] += 1
-            continue
-        contents = [turns.get(i, t.text) for i in range(len(roles))]
-        messages = tuple({"role": r, "content": c} for r, c in zip(roles, contents))
-        meta = {**common, "input_key": t.key, "category": p.category, "base_id": p.id}
-        out.append((did, dset, messages, meta))
-    return out
-
-
-# --- signatures ---------------------------------------------------------------------------------
+# --- signatures' fingerprints -------------------------------------------------------------------
 
 
 def _files_state(paths: Iterable[Path]) -> list[tuple[str, int, int]]:
@@ -323,9 +174,9 @@ def _tree(folder: Path, pattern: str = "*") -> list[Path]:
     return [p for p in folder.rglob(pattern) if p.is_file()] if folder.is_dir() else []
 
 
-def model_fingerprint(model: ModelConfig, config: RunConfig) -> str:
+def model_fingerprint(model: ModelConfig, decoding: Decoding) -> str:
     """A hash of everything that could change the model's signature, computed without loading it."""
-    parts: list[Any] = [model.spec, sorted(model.options.items()), dataclasses.asdict(config.decoding)]
+    parts: list[Any] = [model.spec, sorted(model.options.items()), dataclasses.asdict(decoding)]
     kind, _, rest = model.spec.partition(":")
     if kind == "hf":
         target = Path(rest.split("@")[0]).expanduser()
@@ -362,35 +213,158 @@ def judge_fingerprint(name: str) -> str:
     )
 
 
-class SignatureBook:
-    """Signatures seen in this run directory, by fingerprint (``signatures.json``)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / SIGNATURES_FILE
-        self.data: dict[str, str] = {}
-        if self.path.is_file():
-            try:
-                loaded = json.loads(self.path.read_text(encoding="utf-8"))
-                self.data = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                log.warning("%s is unreadable; signatures will be recomputed", self.path)
-
-    def get(self, fingerprint: str) -> str | None:
-        """The signature recorded for ``fingerprint``, if any."""
-        return self.data.get(fingerprint)
-
-    def put(self, fingerprint: str, sig: str) -> None:
-        """Record a signature (written at once, atomically)."""
-        if self.data.get(fingerprint) == sig:
-            return
-        self.data[fingerprint] = sig
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+# --- the config, resolved once ------------------------------------------------------------------
 
 
-# --- the plan -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Work:
+    """A run config resolved once: what every stage works from."""
+
+    config: RunConfig
+    locales: tuple[str, ...]
+    prompts: dict[str, list[Prompt]]  # stored set name -> the prompts asked
+    sources: dict[str, list[Prompt]]  # every (derived) set each locale needs -> its English prompts
+    attacks: dict[str, Attack]  # by name
+    safety_prompts: dict[str, str | None]  # locale -> its safety system prompt (variants need them)
+    model_fingerprints: tuple[str, ...]  # per config.models
+    judge_fingerprints: tuple[str, ...]  # per config.judges
+
+
+def resolve(config: RunConfig, locales: Iterable[str] | None = None) -> Work:
+    """Resolve ``config`` (its locales, prompts, attacks, fingerprints) once; loads no model."""
+    codes = tuple(locales) if locales is not None else tuple(resolve_locales(config))
+    attacks = {c.name: load_attack(c.name) for c in config.attacks}
+    prompts = load_prompts(config)
+    wanted = set(codes)
+    for v in config.variants:
+        if v.system and v.system.startswith("locale:"):
+            wanted.add(v.system.split(":", 1)[1])
+    system_of: dict[str, str | None] = {}
+    if any(v.system for v in config.variants):
+        from xsafety.locales import get_locale
+
+        system_of = {code: get_locale(code).safety_prompt for code in wanted}
+    return Work(
+        config=config,
+        locales=codes,
+        prompts=prompts,
+        sources=english_sources(config, prompts, attacks),
+        attacks=attacks,
+        safety_prompts=system_of,
+        model_fingerprints=tuple(model_fingerprint(m, config.decoding) for m in config.models),
+        judge_fingerprints=tuple(judge_fingerprint(name) for name in config.judges),
+    )
+
+
+@dataclass
+class TranslationNeed:
+    """Items of one (possibly derived) set still to translate into one locale."""
+
+    set: str
+    locale: str
+    engine: str | None
+    prompts: list[Prompt]
+
+
+def translation_needs(work: Work, index: TranslationIndex) -> list[TranslationNeed]:
+    """(set, locale) pairs with prompts that have no translation at all (rejected ones count as done:
+    the gates made their decision, and retranslating with the same engine would repeat it)."""
+    needs = []
+    for locale in work.locales:
+        if locale == ENGLISH:
+            continue
+        engine = work.config.engine_for(locale)
+        for set_name, prompts in work.sources.items():
+            have = usable(index.get(set_name, locale), engine)
+            missing = [p for p in prompts if p.id not in have]
+            if missing:
+                needs.append(TranslationNeed(set_name, locale, engine, missing))
+    return needs
+
+
+@dataclass
+class Items:
+    """Generation items (model-independent) and, per locale, why prompts were left out."""
+
+    items: list[GenItem]
+    skipped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (locale, reason) -> count
+
+
+def _with_system(messages: tuple[dict[str, str], ...], system: str | None) -> tuple[dict[str, str], ...]:
+    if not system:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        # Chat templates take one system message: the variant's prompt leads, the attack's follows.
+        merged = {"role": "system", "content": f"{system}\n\n{messages[0]['content']}"}
+        return (merged, *messages[1:])
+    return ({"role": "system", "content": system}, *messages)
+
+
+def build_items(work: Work, index: TranslationIndex) -> Items:
+    """Every (set, prompt, locale, attack, variant) conversation the run sends each model."""
+    config = work.config
+    out = Items(items=[])
+    for set_name, base in work.prompts.items():
+        for locale in work.locales:
+            engine = config.engine_for(locale)
+
+            def translations_of(name: str, locale: str = locale, engine: str | None = engine) -> dict[str, Translation]:
+                return usable(index.get(name, locale), engine)
+
+            for choice in config.attacks:
+                convs = conversations(
+                    set_name, base, locale, work.attacks[choice.name], choice.stage, translations_of, out.skipped
+                )
+                for conv in convs:
+                    for variant in config.variants:
+                        system = variant.system_prompt(locale, work.safety_prompts.get)
+                        out.items.append(
+                            GenItem(
+                                prompt_id=conv.prompt_id,
+                                set=conv.set,
+                                locale=locale,
+                                attack=choice.label,
+                                variant=variant.name,
+                                messages=_with_system(conv.messages, system),
+                                meta={**conv.meta, "variant_system": variant.system or ""},
+                            )
+                        )
+    return out
+
+
+def snapshot_inputs(work: Work, store: Store, index: TranslationIndex) -> None:
+    """Copy the prompts and translations the work uses into the run's store, so the run directory
+    alone says what was asked (reports and judges read them from there)."""
+    table_p = store.table(Prompt)
+    have_p = table_p.keys()
+    new_p = [p for items in work.sources.values() for p in items if p.key not in have_p]
+    if new_p:
+        table_p.append(_ForStore(p) for p in new_p)  # type: ignore[misc]
+    table_t = store.table(Translation)
+    have_t = table_t.keys()
+    new_t = []
+    for locale in work.locales:
+        if locale == ENGLISH:
+            continue
+        for set_name, items in work.sources.items():
+            found = index.get(set_name, locale)
+            new_t += [found[p.id] for p in items if p.id in found and found[p.id].key not in have_t]
+    if new_t:
+        table_t.append(new_t)
+
+
+class _ForStore:
+    """A Prompt with ``key`` as a field in its JSON (the store de-duplicates by that key)."""
+
+    def __init__(self, prompt: Prompt) -> None:
+        self.prompt = prompt
+        self.key = prompt.key
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.prompt.to_dict(), "key": self.key}
+
+
+# --- to do / done / failed ----------------------------------------------------------------------
 
 
 @dataclass
@@ -398,13 +372,23 @@ class ModelPlan:
     """Generation for one model: its items, and which of them still need an answer."""
 
     model: ModelConfig
+    decoding: Decoding
     fingerprint: str
     signature: str | None
     items: list[GenItem]
     todo: list[GenItem]
-    stored: int
-    failed: int  # items whose last attempt failed (they are in ``todo`` again)
+    failed_items: list[GenItem]  # items whose last attempt failed (they are in ``todo`` again)
     nothing_stored: bool = False  # an empty store: every item is to do, signature or not
+
+    @property
+    def stored(self) -> int:
+        """Items answered already."""
+        return len(self.items) - len(self.todo)
+
+    @property
+    def failed(self) -> int:
+        """Items whose last attempt failed."""
+        return len(self.failed_items)
 
     @property
     def exact(self) -> bool:
@@ -413,17 +397,50 @@ class ModelPlan:
 
 
 @dataclass
+class ModeCount:
+    """Verdicts of one judge in one mode: wanted (stored and to come), stored, to do, failed."""
+
+    mode: str
+    planned: int
+    stored: int
+    failed: int = 0
+
+    @property
+    def todo(self) -> int:
+        """Verdicts still to make."""
+        return self.planned - self.stored
+
+
+@dataclass
 class JudgePlan:
-    """Judging for one judge: verdicts wanted, stored, and still to make."""
+    """Judging for one judge: verdicts wanted, stored and still to make, per mode."""
 
     name: str
     fingerprint: str
     signature: str | None
-    planned: int
-    stored: int
-    todo: int
-    errors: int
+    modes: tuple[str, ...]
+    counts: list[ModeCount]
     nothing_stored: bool = False
+
+    @property
+    def planned(self) -> int:
+        """Verdicts wanted (stored responses and responses to come)."""
+        return sum(c.planned for c in self.counts)
+
+    @property
+    def stored(self) -> int:
+        """Verdicts stored."""
+        return sum(c.stored for c in self.counts)
+
+    @property
+    def todo(self) -> int:
+        """Verdicts to make (an upper bound when the signature is unknown)."""
+        return sum(c.todo for c in self.counts)
+
+    @property
+    def errors(self) -> int:
+        """Verdicts whose last attempt failed (retried)."""
+        return sum(c.failed for c in self.counts)
 
     @property
     def exact(self) -> bool:
@@ -435,13 +452,26 @@ class JudgePlan:
 class Plan:
     """Everything a run would do, stage by stage."""
 
-    config: RunConfig
-    locales: list[str]
-    prompts: dict[str, list[Prompt]]
+    work: Work
     translations: list[TranslationNeed]
     items: Items
     models: list[ModelPlan]
     judges: list[JudgePlan]
+
+    @property
+    def config(self) -> RunConfig:
+        """The config the work was resolved from."""
+        return self.work.config
+
+    @property
+    def locales(self) -> list[str]:
+        """The run's locales, English first."""
+        return list(self.work.locales)
+
+    @property
+    def prompts(self) -> dict[str, list[Prompt]]:
+        """Stored set name -> the prompts asked."""
+        return self.work.prompts
 
     @property
     def translations_todo(self) -> int:
@@ -474,13 +504,6 @@ class Plan:
         return not self.translations_todo and not self.responses_todo and not self.verdicts_todo
 
 
-def verdict_key(response_key_: str, judge_signature: str, mode: str) -> str:
-    """A verdict's key, as the judging stage derives it."""
-    from xsafety.judges.stage import verdict_key as stage_key
-
-    return stage_key(response_key_, judge_signature, mode)
-
-
 def modes_for(locale: str, modes: tuple[str, ...], no_back: frozenset[str] = frozenset()) -> tuple[str, ...]:
     """Judge modes that apply to a response: English has nothing to back-translate, and neither
     has a locale that no engine translates to English (``no_back``, learnt by judging runs)."""
@@ -488,89 +511,74 @@ def modes_for(locale: str, modes: tuple[str, ...], no_back: frozenset[str] = fro
     return tuple(m for m in modes if m == "native" or not skip_back)
 
 
-def no_back_key(judge_fp: str, locale: str) -> str:
-    """The signature-book entry that says ``locale`` had no back-translation engine for a judge."""
-    return f"no-back|{judge_fp}|{locale}"
+@dataclass
+class StoreState:
+    """What a run directory's store holds, read once per count."""
+
+    responses: dict[str, str]  # response key -> locale (every stored response)
+    failed_responses: set[str]  # response keys whose attempts all failed so far
+    verdicts: set[str]
+    verdict_errors: set[str]
+
+    @classmethod
+    def read(cls, store: Store) -> StoreState:
+        """Read the keys of every table a plan counts."""
+        responses = {row["key"]: row.get("locale", ENGLISH) for row in store.table(Response).iter_dicts() if "key" in row}
+        failed = {row["response_key"] for row in store.table(ResponseError).iter_dicts() if "response_key" in row}
+        # Unparsable judge output is a final verdict (stored with ``error``); backend failures go to
+        # a table of their own and are retried.
+        verdicts = {row["key"] for row in store.table(Verdict).iter_dicts() if "key" in row}
+        errors = {row["key"] for row in store.table(Verdict, ERRORS_TABLE).iter_dicts() if "key" in row}
+        return cls(responses, failed - set(responses), verdicts, errors)
 
 
-def no_back_locales(book: "SignatureBook", judge_fp: str, locales: Iterable[str]) -> frozenset[str]:
-    """Locales a previous judging run found no back-translation engine for."""
-    return frozenset(loc for loc in locales if book.get(no_back_key(judge_fp, loc)))
+def make_plan(work: Work, store: Store, book: SignatureBook, index: TranslationIndex | None = None) -> Plan:
+    """Compare what ``work`` wants with what is stored (the one "to do / done / failed" count).
 
-
-def stored_response_keys(store: Store) -> tuple[set[str], set[str]]:
-    """(keys of stored responses, keys whose attempts all failed so far)."""
-    ok = store.table(Response).keys()
-    failed = {row["response_key"] for row in store.table(ResponseError).iter_dicts() if "response_key" in row}
-    return ok, failed - ok
-
-
-def make_plan(
-    config: RunConfig, store: Store, locales: list[str] | None = None, assume: dict[str, str] | None = None
-) -> Plan:
-    """Compare what ``config`` wants with what is stored, loading no model and no judge.
-
-    ``assume`` maps fingerprints to signatures to use where the book has none (``status`` passes
-    the last signatures a run recorded); it is never written to the book.
+    Loads no model and no judge: signatures come from ``book`` (``status`` first adds the last
+    signatures a run recorded, with ``SignatureBook.assume``).
     """
-    locales = locales if locales is not None else resolve_locales(config)
-    index = TranslationIndex(store.root)
-    prompts = load_prompts(config)
-    sources = english_sources(config, prompts)
-    needs = translation_needs(config, locales, sources, index)
-    items = build_items(config, locales, prompts, index)
-    book = SignatureBook(store.root)
-    for fp, sig in (assume or {}).items():
-        book.data.setdefault(fp, sig)
-    stored_ok, failed = stored_response_keys(store)
+    index = index or TranslationIndex(store.root)
+    needs = translation_needs(work, index)
+    items = build_items(work, index)
+    state = StoreState.read(store)
     models = []
-    for model in config.models:
-        fp = model_fingerprint(model, config)
+    for model, fp in zip(work.config.models, work.model_fingerprints):
         sig = book.get(fp)
         model_items = [dataclasses.replace(i, meta={**i.meta, "model_name": model.name}) for i in items.items]
         if sig is None:
-            todo, n_stored, n_failed = model_items, 0, 0
+            todo, failed = model_items, []
         else:
             keys = [response_key(sig, i) for i in model_items]
-            todo = [i for i, k in zip(model_items, keys) if k not in stored_ok]
-            n_stored = len(model_items) - len(todo)
-            n_failed = sum(1 for k in keys if k in failed)
-        models.append(ModelPlan(model, fp, sig, model_items, todo, n_stored, n_failed, not stored_ok))
-    judges = _judge_plans(config, store, book, models, stored_ok)
-    return Plan(config, locales, prompts, needs, items, models, judges)
+            todo = [i for i, k in zip(model_items, keys) if k not in state.responses]
+            failed = [i for i, k in zip(model_items, keys) if k in state.failed_responses]
+        models.append(ModelPlan(model, work.config.decoding, fp, sig, model_items, todo, failed, not state.responses))
+    judges = [
+        _judge_plan(name, fp, book, work.config.judge_modes, models, state)
+        for name, fp in zip(work.config.judges, work.judge_fingerprints)
+    ]
+    return Plan(work, needs, items, models, judges)
 
 
-def _judge_plans(
-    config: RunConfig, store: Store, book: SignatureBook, models: list[ModelPlan], stored_ok: set[str]
-) -> list[JudgePlan]:
+def _judge_plan(
+    name: str, fp: str, book: SignatureBook, modes: tuple[str, ...], models: list[ModelPlan], state: StoreState
+) -> JudgePlan:
     # The judging stage judges every stored response; responses still to come add their own.
-    stored_rows = [(row["key"], row.get("locale", ENGLISH)) for row in store.table(Response).iter_dicts() if "key" in row]
     coming = Counter(i.locale for m in models for i in m.todo)
-    verdict_rows = list(store.table(Verdict).iter_dicts())
-    # Unparsable judge output is a final verdict (stored with ``error``); backend failures go to a
-    # table of their own and are retried.
-    done = {row["key"] for row in verdict_rows if "key" in row}
-    errors = {row["key"] for row in store.table(Verdict, ERRORS_TABLE).iter_dicts() if "key" in row}
-    locales = {loc for _, loc in stored_rows} | set(coming)
-    plans = []
-    for name in config.judges:
-        fp = judge_fingerprint(name)
-        sig = book.get(fp)
-        no_back = no_back_locales(book, fp, locales)
-        coming_n = sum(n * len(modes_for(loc, config.judge_modes, no_back)) for loc, n in coming.items())
-        planned = coming_n + sum(len(modes_for(loc, config.judge_modes, no_back)) for _, loc in dict(stored_rows).items())
+    no_back = book.no_back_locales(fp, set(state.responses.values()) | set(coming))
+    sig = book.get(fp)
+    counts = []
+    for mode in modes:
+        keys = [k for k, loc in state.responses.items() if mode in modes_for(loc, modes, no_back)]
+        to_come = sum(n for loc, n in coming.items() if mode in modes_for(loc, modes, no_back))
         if sig is None:
-            plans.append(JudgePlan(name, fp, None, planned, 0, planned, 0, not verdict_rows))
+            counts.append(ModeCount(mode, len(keys) + to_come, 0))
             continue
-        wanted = {
-            verdict_key(key, sig, mode)
-            for key, loc in dict(stored_rows).items()
-            for mode in modes_for(loc, config.judge_modes, no_back)
-        }
-        have = wanted & done
-        n_err = len((wanted & errors) - have)
-        plans.append(JudgePlan(name, fp, sig, planned, len(have), planned - len(have), n_err))
-    return plans
+        vkeys = [verdict_key(k, sig, mode) for k in keys]
+        stored = sum(1 for v in vkeys if v in state.verdicts)
+        failed = sum(1 for v in vkeys if v in state.verdict_errors and v not in state.verdicts)
+        counts.append(ModeCount(mode, len(keys) + to_come, stored, failed))
+    return JudgePlan(name, fp, sig, modes, counts, not state.verdicts)
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:

@@ -19,9 +19,7 @@ rerun retries exactly those.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,32 +28,45 @@ from typing import Any
 
 from rich.progress import Progress
 
-from xsafety.attacks import load_attack
-from xsafety.config import RunConfig, validate_names
+from xsafety.config import RunConfig
 from xsafety.errors import XSafetyError
+from xsafety.generate import ResponseError, response_key
 from xsafety.plan import (
-    RUN_TRANSLATIONS,
+    JudgePlan,
+    ModelPlan,
     Plan,
-    SignatureBook,
     TranslationIndex,
+    TranslationNeed,
+    Work,
     config_digest,
-    english_sources,
     make_plan,
     plan_summary,
+    resolve,
     resolve_locales,
+    snapshot_inputs,
+    validate,
 )
 from xsafety.progress import make_progress
-from xsafety.records import Prompt, Response, Translation, Verdict, stable_hash
+from xsafety.records import Response, Verdict
+from xsafety.runinfo import (
+    REPORT_DIR,
+    RUN_TRANSLATIONS,
+    AttackEntry,
+    Cells,
+    LocaleEntry,
+    ModelEntry,
+    RunInfo,
+    SignatureBook,
+    VariantEntry,
+    no_back_key,
+    read_info,
+    store_stamp,
+    write_cells,
+    write_info,
+)
 from xsafety.store import Store
 
 log = logging.getLogger(__name__)
-
-RUN_INFO = "run.json"
-# The run.json fields a report depends on (not where the config file or run directory lives).
-REPORT_SETTINGS = (
-    "sets", "limit", "locales", "judges", "primary_judge", "judge_modes", "attacks", "variants",
-    "base_variant", "models", "judge_signatures", "decoding", "policy",
-)
 
 
 @dataclass
@@ -81,126 +92,134 @@ class RunResult:
         return not self.failures
 
 
-def resolved_info(config: RunConfig, locales: list[str]) -> dict[str, Any]:
-    """The config with every default and ``committed`` resolved: the ``run.json`` snapshot."""
+def resolved_info(work: Work, book: SignatureBook, previous: RunInfo | None = None) -> RunInfo:
+    """The work as ``run.json`` records it (every default and ``committed`` resolved), keeping
+    what ``previous`` recorded that the config does not say (the last run, judge signatures)."""
     from xsafety.locales import get_locale
 
+    config = work.config
     entries = []
-    for code in locales:
+    for code in work.locales:
         loc = get_locale(code)
-        entries.append({"code": code, "name": loc.name, "resource": loc.resource, "engine": config.engine_for(code) or loc.engine})
-    return {
-        "config_file": config.source,
-        "config_digest": config_digest(config),
-        "config": config.raw,
-        "sets": list(config.sets),
-        "limit": config.limit,
-        "locales": entries,
-        "resource": {e["code"]: e["resource"] for e in entries},
-        "judges": list(config.judges),
-        "primary_judge": config.primary_judge,
-        "judge_modes": list(config.judge_modes),
-        "attacks": [
-            {"label": c.label, "name": c.name, "stage": c.stage, "signature": load_attack(c.name).signature()}
-            for c in config.attacks
-        ],
-        "variants": [dataclasses.asdict(v) for v in config.variants],
-        "base_variant": config.base_variant.name,
-        "models": [{"name": m.name, "spec": m.spec, "options": m.options} for m in config.models],
-        "decoding": dataclasses.asdict(config.decoding),
-        "policy": config.policy,
-    }
+        entries.append(LocaleEntry(code, loc.name, loc.resource, config.engine_for(code) or loc.engine))
+    return dataclasses.replace(
+        previous or RunInfo(),
+        config_file=config.source,
+        config_digest=config_digest(config),
+        config=config.raw,
+        sets=tuple(config.sets),
+        limit=config.limit,
+        locales=tuple(entries),
+        resource_map={},
+        judges=tuple(config.judges),
+        primary_judge=config.primary_judge,
+        judge_modes=tuple(config.judge_modes),
+        attacks=tuple(
+            AttackEntry(c.label, c.name, c.stage, work.attacks[c.name].signature()) for c in config.attacks
+        ),
+        variants=tuple(VariantEntry(v.name, v.system, v.base) for v in config.variants),
+        base_variant=config.base_variant.name,
+        models=_model_entries(work, book),
+        decoding=dataclasses.asdict(config.decoding),
+        policy=config.policy,
+    )
 
 
-def write_info(run_dir: Path, info: dict[str, Any]) -> None:
-    """Write ``run.json`` atomically (a reader never sees half a file)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{RUN_INFO}.tmp"
-    tmp.write_text(json.dumps(info, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, run_dir / RUN_INFO)
-
-
-def read_info(run_dir: Path) -> dict[str, Any]:
-    """The ``run.json`` snapshot of a run directory (``{}`` when there is none)."""
-    path = Path(run_dir) / RUN_INFO
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        from xsafety.errors import InputError
-
-        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
-    return data if isinstance(data, dict) else {}
+def _model_entries(work: Work, book: SignatureBook) -> tuple[ModelEntry, ...]:
+    return tuple(
+        ModelEntry(m.name, m.spec, m.options, book.get(fp))
+        for m, fp in zip(work.config.models, work.model_fingerprints)
+    )
 
 
 def run(config: RunConfig, *, dry_run: bool = False, progress: Progress | None = None) -> RunResult:
     """Run (or with ``dry_run``, only plan) the evaluation ``config`` describes."""
     started = time.perf_counter()
     locales = resolve_locales(config)
-    validate_names(config, locales)
+    validate(config, locales)
+    work = resolve(config, locales)
     run_dir = config.run_dir
     store = Store(run_dir)
+    book = SignatureBook(run_dir)
     if dry_run:
         # Reading only: no lock, nothing written, nothing loaded.
-        plan = make_plan(config, store, locales)
+        plan = make_plan(work, store, book)
         return RunResult(run_dir, plan, dry_run=True, seconds=time.perf_counter() - started)
     with store.locked():
-        info = {**read_info(run_dir), **resolved_info(config, locales)}
+        info = resolved_info(work, book, read_info(run_dir))
         write_info(run_dir, info)
-        plan = make_plan(config, store, locales)
+        plan = make_plan(work, store, book)
         result = RunResult(run_dir, plan)
         own_progress = progress is None
         progress = progress or make_progress()
         try:
             if own_progress:
                 progress.start()
-            _run_stages(config, store, locales, result, progress)
+            plan = _run_stages(plan, store, book, result, progress)
         finally:
             if own_progress:
                 progress.stop()
-        info = {**info, **_signatures(config, store)}
-        write_cells(config, store, locales)
+        info = dataclasses.replace(
+            info,
+            models=_model_entries(work, book),
+            judge_signatures={name: book.get(fp) for name, fp in zip(config.judges, work.judge_fingerprints)},
+        )
+        write_cells(run_dir, cells_of(plan, book))
         write_info(run_dir, info)  # the report reads this run's judge signatures from run.json
         info = _report(config, store, info, result)
-        info["last_run"] = {
+        info = dataclasses.replace(info, last_run={
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "plan": plan_summary(plan),
+            "plan": plan_summary(result.plan),
             "failures": result.failures[:200],
-        }
+        })
         write_info(run_dir, info)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _run_stages(config: RunConfig, store: Store, locales: list[str], result: RunResult, progress: Progress) -> None:
-    plan = result.plan
+def cells_of(plan: Plan, book: SignatureBook) -> Cells:
+    """The response keys the plan's items have under every model signature known.
+
+    A run directory keeps every record it ever got, so after a config change (another decoding,
+    a smaller ``limit``, a model removed) it also holds responses the config no longer asks for.
+    ``cells.json`` lets a reader (the report) keep to the current cells.
+    """
+    keys = set()
+    for mp in plan.models:
+        sig = book.get(mp.fingerprint)
+        if sig:
+            keys.update(response_key(sig, i) for i in mp.items)
+    return Cells(frozenset(keys))
+
+
+def _run_stages(plan: Plan, store: Store, book: SignatureBook, result: RunResult, progress: Progress) -> Plan:
+    """Run every stage with work to do; returns the plan the generation stage worked from."""
+    index = TranslationIndex(store.root)
     if plan.translations_todo:
-        _translate(plan, store, result, progress)
-        # New translations mean new generation items: plan again (cheap, nothing is loaded).
-        plan = make_plan(config, store, locales)
+        _translate(plan.translations, store, result, progress)
+        # New translations mean new generation items: count again (cheap, nothing is loaded).
+        index = TranslationIndex(store.root)
+        plan = make_plan(plan.work, store, book, index)
     # The prompts and translations go into the run's store before anything reads them back
     # (judging looks up the English text of attacked prompts; reports their categories).
-    _snapshot_inputs(config, store, locales)
-    book = SignatureBook(store.root)
+    snapshot_inputs(plan.work, store, index)
     for mp in plan.models:
-        if not mp.todo:
-            continue
-        _generate(config, store, mp, book, result, progress)
-    if result.generated:
-        # Judging sees the responses generation just added.
-        plan = make_plan(config, store, locales)
+        if mp.todo:
+            _generate(store, mp, book, result, progress)
+    # New responses need verdicts from every judge; without them, the plan's count says.
+    generated = any(s.new for s in result.generated.values())
     for jp in plan.judges:
-        if jp.todo == 0 and jp.exact:
+        if jp.todo == 0 and jp.exact and not generated:
             continue
-        _judge(config, store, jp.name, jp.fingerprint, book, result, progress)
+        _judge(store, jp, book, result, progress)
+    return plan
 
 
-def _translate(plan: Plan, store: Store, result: RunResult, progress: Progress) -> None:
+def _translate(needs: list[TranslationNeed], store: Store, result: RunResult, progress: Progress) -> None:
     from xsafety.translate import translate_set
 
     out_dir = store.root / RUN_TRANSLATIONS
-    for need in plan.translations:
+    for need in needs:
         try:
             engine: Any = need.engine
             if engine == "reference":
@@ -220,13 +239,13 @@ def _translate(plan: Plan, store: Store, result: RunResult, progress: Progress) 
         result.translated += sum(len(v) for v in made.values())
 
 
-def _generate(config: RunConfig, store: Store, mp: Any, book: SignatureBook, result: RunResult, progress: Progress) -> None:
+def _generate(store: Store, mp: ModelPlan, book: SignatureBook, result: RunResult, progress: Progress) -> None:
     from xsafety.generate import generate
     from xsafety.models import load_model
 
     name = mp.model.name
     try:
-        model = load_model(mp.model.spec, config.decoding, **mp.model.options)
+        model = load_model(mp.model.spec, mp.decoding, **mp.model.options)
     except XSafetyError as exc:
         result.failures.append(f"model {name}: {exc}")
         return
@@ -236,39 +255,37 @@ def _generate(config: RunConfig, store: Store, mp: Any, book: SignatureBook, res
         return
     result.models_loaded.append(name)
     try:
-        book.put(mp.fingerprint, model.signature())
+        sig = model.signature()
+        book.put(mp.fingerprint, sig)
         summary = generate(store, model, mp.todo, progress=progress, lock=False)
     finally:
         model.close()
     result.generated[name] = summary
     if summary.failed:
-        for line in _generation_failures(store, mp, model_sig=book.get(mp.fingerprint) or ""):
-            result.failures.append(line)
+        result.failures += generation_failures(store, name, mp.items, sig)
 
 
-def _generation_failures(store: Store, mp: Any, model_sig: str) -> list[str]:
+def generation_failures(store: Store, model_name: str, items: list[Any], model_sig: str) -> list[str]:
     """One line per item whose latest attempt failed: model, locale, prompt, error."""
-    from xsafety.generate import ResponseError, response_key
-
     ok = store.table(Response).keys()
     latest: dict[str, dict[str, Any]] = {}
     for row in store.table(ResponseError).iter_dicts():
         key = row.get("response_key", "")
-        if key and (key not in latest or row.get("at", 0) >= latest[key].get("at", 0)):
+        if key and key not in ok and (key not in latest or row.get("at", 0) >= latest[key].get("at", 0)):
             latest[key] = row
     lines = []
-    for item in mp.items:
-        key = response_key(model_sig, item)
-        if key in latest and key not in ok:
-            row = latest[key]
-            lines.append(f"generate {mp.model.name} {item.locale} {item.prompt_id} [{item.attack}/{item.variant}]: {row.get('error', '')}")
+    for item in items:
+        row = latest.get(response_key(model_sig, item))
+        if row is not None:
+            lines.append(f"generate {model_name} {item.locale} {item.prompt_id} [{item.attack}/{item.variant}]: "
+                         f"{row.get('error', '')}")
     return lines
 
 
-def _judge(config: RunConfig, store: Store, name: str, fingerprint: str, book: SignatureBook, result: RunResult,
-           progress: Progress) -> None:
+def _judge(store: Store, jp: JudgePlan, book: SignatureBook, result: RunResult, progress: Progress) -> None:
     from xsafety.judges import judge_run, load_judge
 
+    name = jp.name
     try:
         judge = load_judge(name)
     except XSafetyError as exc:
@@ -281,12 +298,12 @@ def _judge(config: RunConfig, store: Store, name: str, fingerprint: str, book: S
     result.judges_loaded.append(name)
     try:
         sig = judge.signature()
-        book.put(fingerprint, sig)
-        summary = judge_run(store, judge, modes=config.judge_modes, progress=progress, lock=False)
+        book.put(jp.fingerprint, sig)
+        summary = judge_run(store, judge, modes=jp.modes, progress=progress, lock=False)
     finally:
         judge.close()
     result.judged[name] = summary
-    _learn_missing_back_translations(config, store, sig, fingerprint, book)
+    _learn_missing_back_translations(jp, store, sig, book)
     if summary.failed:
         from xsafety.judges.stage import ERRORS_TABLE
 
@@ -296,15 +313,12 @@ def _judge(config: RunConfig, store: Store, name: str, fingerprint: str, book: S
             result.failures.append(f"judge {name} {v.mode} response {v.response_key}: {v.error}")
 
 
-def _learn_missing_back_translations(config: RunConfig, store: Store, sig: str, fingerprint: str,
-                                     book: SignatureBook) -> None:
+def _learn_missing_back_translations(jp: JudgePlan, store: Store, sig: str, book: SignatureBook) -> None:
     """Remember the locales that got no back-translated verdict at all: no engine covers them, and
     the plan must not count their back-translated verdicts as work left (or every rerun would load
     the judge again)."""
-    if "back-translated" not in config.judge_modes:
+    if "back-translated" not in jp.modes:
         return
-    from xsafety.plan import no_back_key
-
     locales = {r.get("locale", "en") for r in store.table(Response).iter_dicts()}
     have = {r.get("response_key") for r in store.table(Verdict).iter_dicts()
             if r.get("judge") == sig and r.get("mode") == "back-translated"}
@@ -314,102 +328,18 @@ def _learn_missing_back_translations(config: RunConfig, store: Store, sig: str, 
             with_back.add(r.get("locale", "en"))
     for locale in sorted(locales - with_back):
         if locale.split("-")[0] != "en":
-            book.put(no_back_key(fingerprint, locale), "no engine translates this locale to English")
+            book.put(no_back_key(jp.fingerprint, locale), "no engine translates this locale to English")
 
 
-def _signatures(config: RunConfig, store: Store) -> dict[str, Any]:
-    """The model and judge signatures this config's cells carry, for ``run.json``: a store keeps
-    every record it ever got, and these say which of them the current config asked for."""
-    from xsafety.plan import judge_fingerprint, model_fingerprint
-
-    book = SignatureBook(store.root)
-    models = [
-        {"name": m.name, "spec": m.spec, "options": m.options, "signature": book.get(model_fingerprint(m, config))}
-        for m in config.models
-    ]
-    judges = {name: book.get(judge_fingerprint(name)) for name in config.judges}
-    return {"models": models, "judge_signatures": judges}
-
-
-CELLS_FILE = "cells.json"
-
-
-def write_cells(config: RunConfig, store: Store, locales: list[str]) -> Path:
-    """Write ``cells.json``: the response keys the current config asks for.
-
-    A run directory keeps every record it ever got, so after a config change (another decoding,
-    a smaller ``limit``, a model removed) it also holds responses the config no longer asks for.
-    This file lets a reader (the report) keep to the current cells.
-    """
-    from xsafety.generate import response_key
-
-    plan = make_plan(config, store, locales)
-    keys = sorted(response_key(mp.signature, i) for mp in plan.models if mp.signature for i in mp.items)
-    path = store.root / CELLS_FILE
-    tmp = store.root / f".{CELLS_FILE}.tmp"
-    tmp.write_text(json.dumps({"responses": keys}) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _snapshot_inputs(config: RunConfig, store: Store, locales: list[str]) -> None:
-    """Copy the prompts and translations the run used into its store, so the run directory alone
-    says what was asked (reports read them from there first)."""
-    from xsafety.plan import load_prompts
-
-    prompts = load_prompts(config)
-    sources = english_sources(config, prompts)
-    table_p = store.table(Prompt)
-    have_p = table_p.keys()
-    new_p = [p for items in sources.values() for p in items if _key(p) not in have_p]
-    if new_p:
-        table_p.append(_ForStore(p) for p in new_p)  # type: ignore[misc]
-    index = TranslationIndex(store.root)
-    table_t = store.table(Translation)
-    have_t = table_t.keys()
-    new_t = []
-    for locale in locales[1:]:
-        for set_name, items in sources.items():
-            found = index.get(set_name, locale)
-            new_t += [found[p.id] for p in items if p.id in found and found[p.id].key not in have_t]
-    if new_t:
-        table_t.append(new_t)
-
-
-def _key(prompt: Prompt) -> str:
-    return prompt.key
-
-
-class _ForStore:
-    """A Prompt with ``key`` as a field in its JSON (the store de-duplicates by that key)."""
-
-    def __init__(self, prompt: Prompt) -> None:
-        self.prompt = prompt
-        self.key = prompt.key
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.prompt.to_dict(), "key": self.key}
-
-
-def store_stamp(store: Store, extra: Any) -> str:
-    """A hash of every shard's name and size: changes whenever any record is added."""
-    parts = []
-    for sub in sorted(store.root.iterdir()) if store.root.is_dir() else []:
-        if sub.is_dir() and sub.name not in ("report", RUN_TRANSLATIONS):
-            parts += [(f.name, f.stat().st_size) for f in sorted(sub.glob("*.jsonl"))]
-    return stable_hash("store", parts, extra)
-
-
-def _report(config: RunConfig, store: Store, info: dict[str, Any], result: RunResult) -> dict[str, Any]:
+def _report(config: RunConfig, store: Store, info: RunInfo, result: RunResult) -> RunInfo:
     from xsafety.report import REPORT_FORMAT, build_report
 
-    report_dir = store.root / "report"
+    report_dir = store.root / REPORT_DIR
     # The resolved settings cover config edits that add no record (a locale or attack dropped);
     # where the config file or run directory lives does not change the report. REPORT_FORMAT covers
     # a newer xsafety writing a different report.
-    settings = {k: info.get(k) for k in REPORT_SETTINGS}
-    stamp = store_stamp(store, [settings, REPORT_FORMAT])
-    if info.get("report_stamp") == stamp and report_dir.is_dir():
+    stamp = store_stamp(store.root, [info.report_settings(), REPORT_FORMAT])
+    if info.report_stamp == stamp and report_dir.is_dir():
         result.report = report_dir
         return info
     if not store.table(Response).keys():
@@ -421,12 +351,12 @@ def _report(config: RunConfig, store: Store, info: dict[str, Any], result: RunRe
         return info
     result.report_rebuilt = True
     try:
-        from xsafety.variants import write_variant_effects
+        from xsafety.report.variants import write_variant_effects
 
         write_variant_effects(store.root, result.report, base=config.base_variant.name, policy=config.policy)
     except XSafetyError as exc:
         result.failures.append(f"report (variants): {exc}")
-    return {**info, "report_stamp": stamp}
+    return dataclasses.replace(info, report_stamp=stamp)
 
 
 def failure_counts(result: RunResult) -> dict[str, int]:

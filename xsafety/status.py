@@ -7,6 +7,8 @@ planned" is the same arithmetic the run does, and the failures listed are those 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,11 @@ from rich.table import Table
 
 from xsafety.config import RunConfig, parse_config
 from xsafety.errors import InputError
-from xsafety.plan import Plan, SignatureBook, make_plan, modes_for, no_back_locales, verdict_key
+from xsafety.generate import ResponseError, response_key
+from xsafety.judges.stage import ERRORS_TABLE
+from xsafety.plan import Plan, Work, make_plan, resolve
 from xsafety.records import Response, Verdict
+from xsafety.runinfo import RUN_INFO, RunInfo, SignatureBook, read_info
 from xsafety.store import Store
 
 
@@ -50,16 +55,14 @@ class RunStatus:
         return all(r.todo == 0 and r.failed == 0 for r in self.rows)
 
 
-def config_of(run_dir: Path) -> RunConfig:
+def config_of(run_dir: Path, info: RunInfo | None = None) -> RunConfig:
     """The run's config as snapshotted in ``run.json``, with its locales as they were resolved."""
-    from xsafety.run import RUN_INFO, read_info
-
-    info = read_info(run_dir)
-    if not info or "config" not in info:
+    info = info if info is not None else read_info(run_dir)
+    if not info.exists:
         raise InputError(f"{run_dir} has no {RUN_INFO}: is it a run directory? (`xsafety run` writes one)",
                          file=Path(run_dir) / RUN_INFO)
-    config = parse_config(info["config"], source=str(Path(run_dir) / RUN_INFO))
-    locales = tuple(e["code"] for e in info.get("locales", []) if isinstance(e, dict) and "code" in e)
+    config = parse_config(dict(info.config), source=str(Path(run_dir) / RUN_INFO))
+    locales = tuple(e.code for e in info.locales)
     return dataclasses.replace(config, run_dir=Path(run_dir), locales=locales or config.locales)
 
 
@@ -67,27 +70,25 @@ def run_status(run_dir: str | Path) -> RunStatus:
     """Planned vs stored per stage (translations per locale, responses per model x locale,
     verdicts per judge x mode), with the errors a rerun would retry."""
     run_dir = Path(run_dir)
-    config = config_of(run_dir)
+    info = read_info(run_dir)
+    config = config_of(run_dir, info)
     store = Store(run_dir)
-    assume, stale = _last_known(config, run_dir)
-    plan = make_plan(config, store, list(config.locales), assume=assume)
-    rows = _rows(plan, store)
+    work = resolve(config, config.locales)
+    book = SignatureBook(run_dir)
+    stale = _assume_last_known(work, info, book)
+    plan = make_plan(work, store, book)
+    rows = _rows(plan)
     for row in rows:
         if row.stage in ("generate", "judge") and row.what.split(" ")[0] in stale and not row.note:
             row.note = "last run's signature: code or files changed since, the next run re-checks"
     status = RunStatus(run_dir, rows)
     status.errors = _errors(plan, store)
-    from xsafety.run import read_info
-
     # Failures that are not per-record (a translation engine or a model that would not start)
     # live only in the last run's summary.
-    last = read_info(run_dir).get("last_run", {})
-    status.errors += [f for f in last.get("failures", []) if not f.startswith(("generate ", "judge "))]
+    last = info.last_run.get("failures", [])
+    status.errors += [f for f in last if isinstance(f, str) and not f.startswith(("generate ", "judge "))]
     lock = run_dir / ".lock"
     if lock.is_file():
-        import fcntl
-        import os
-
         fd = os.open(lock, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -99,31 +100,28 @@ def run_status(run_dir: str | Path) -> RunStatus:
     return status
 
 
-def _last_known(config: RunConfig, run_dir: Path) -> tuple[dict[str, str], set[str]]:
-    """Signatures the last run recorded, for models and judges whose fingerprint has changed
-    since (their code or files were edited): fingerprint -> signature, and their names."""
-    from xsafety.plan import judge_fingerprint, model_fingerprint
-    from xsafety.run import read_info
-
-    info = read_info(run_dir)
-    book = SignatureBook(run_dir)
+def _assume_last_known(work: Work, info: RunInfo, book: SignatureBook) -> set[str]:
+    """Use the signatures the last run recorded for models and judges whose fingerprint has changed
+    since (their code or files were edited); returns their names."""
     assume: dict[str, str] = {}
     stale: set[str] = set()
-    recorded = {m.get("name"): m.get("signature") for m in info.get("models", []) if isinstance(m, dict)}
-    for model in config.models:
-        fp = model_fingerprint(model, config)
-        if book.get(fp) is None and recorded.get(model.name):
-            assume[fp] = str(recorded[model.name])
+    recorded = {m.name: m.signature for m in info.models}
+    for model, fp in zip(work.config.models, work.model_fingerprints):
+        sig = recorded.get(model.name)
+        if book.get(fp) is None and sig:
+            assume[fp] = sig
             stale.add(model.name)
-    for name, sig in (info.get("judge_signatures") or {}).items():
-        fp = judge_fingerprint(name)
-        if sig and name in config.judges and book.get(fp) is None:
-            assume[fp] = str(sig)
+    judged = info.judge_signatures or {}
+    for name, fp in zip(work.config.judges, work.judge_fingerprints):
+        sig = judged.get(name)
+        if sig and book.get(fp) is None:
+            assume[fp] = sig
             stale.add(name)
-    return assume, stale
+    book.assume(assume)
+    return stale
 
 
-def _rows(plan: Plan, store: Store) -> list[StageRow]:
+def _rows(plan: Plan) -> list[StageRow]:
     rows: list[StageRow] = []
     todo_tr = Counter[str]()
     for need in plan.translations:
@@ -131,62 +129,26 @@ def _rows(plan: Plan, store: Store) -> list[StageRow]:
     skipped = Counter[str]()
     for (loc, _why), n in plan.items.skipped.items():
         skipped[loc] += n
-    from xsafety.plan import english_sources
-
-    n_sources = sum(len(v) for v in english_sources(plan.config, plan.prompts).values())
+    n_sources = sum(len(v) for v in plan.work.sources.values())
     for locale in plan.locales[1:]:
         note = f"{skipped[locale]} item(s) left out: no accepted translation" if skipped[locale] else ""
         rows.append(StageRow("translate", locale, n_sources, n_sources - todo_tr[locale], todo_tr[locale], note=note))
     for mp in plan.models:
         todo = Counter(i.locale for i in mp.todo)
         total = Counter(i.locale for i in mp.items)
-        failed = _failed_by_locale(store, mp)
+        failed = Counter(i.locale for i in mp.failed_items)
         for locale in plan.locales:
             note = "" if mp.exact else "model not loaded in this run yet: counts are upper bounds"
             rows.append(StageRow("generate", f"{mp.model.name} {locale}", total[locale], total[locale] - todo[locale],
                                  todo[locale], failed.get(locale, 0), note))
-    from xsafety.judges.stage import ERRORS_TABLE
-
-    responses = [(row["key"], row.get("locale", "en")) for row in store.table(Response).iter_dicts() if "key" in row]
-    verdicts = {row["key"] for row in store.table(Verdict).iter_dicts() if "key" in row}
-    verdict_errors = {row["key"] for row in store.table(Verdict, ERRORS_TABLE).iter_dicts() if "key" in row}
-    coming = Counter(i.locale for m in plan.models for i in m.todo)
-    book = SignatureBook(store.root)
-    all_locales = {loc for _, loc in responses} | set(coming)
     for jp in plan.judges:
-        no_back = no_back_locales(book, jp.fingerprint, all_locales)
-        for mode in plan.config.judge_modes:
-            keys = [k for k, loc in dict(responses).items() if mode in modes_for(loc, plan.config.judge_modes, no_back)]
-            to_come = sum(n for loc, n in coming.items() if mode in modes_for(loc, plan.config.judge_modes, no_back))
-            if jp.signature is None:
-                rows.append(StageRow("judge", f"{jp.name} {mode}", len(keys) + to_come, 0, len(keys) + to_come,
-                                     note="judge not run in this run yet: counts are upper bounds"))
-                continue
-            vkeys = [verdict_key(k, jp.signature, mode) for k in keys]
-            stored = sum(1 for v in vkeys if v in verdicts)
-            failed = sum(1 for v in vkeys if v in verdict_errors and v not in verdicts)
-            rows.append(StageRow("judge", f"{jp.name} {mode}", len(keys) + to_come, stored,
-                                 len(keys) + to_come - stored, failed))
+        note = "" if jp.signature is not None else "judge not run in this run yet: counts are upper bounds"
+        for c in jp.counts:
+            rows.append(StageRow("judge", f"{jp.name} {c.mode}", c.planned, c.stored, c.todo, c.failed, note))
     return rows
 
 
-def _failed_by_locale(store: Store, mp: Any) -> dict[str, int]:
-    if mp.signature is None:
-        return {}
-    from xsafety.generate import ResponseError, response_key
-
-    ok = store.table(Response).keys()
-    failed = {row.get("response_key") for row in store.table(ResponseError).iter_dicts()} - ok
-    out: Counter[str] = Counter()
-    for item in mp.items:
-        if response_key(mp.signature, item) in failed:
-            out[item.locale] += 1
-    return dict(out)
-
-
 def _errors(plan: Plan, store: Store, limit: int = 20) -> list[str]:
-    from xsafety.generate import ResponseError, response_key
-
     ok = store.table(Response).keys()
     latest: dict[str, dict[str, Any]] = {}
     for row in store.table(ResponseError).iter_dicts():
@@ -201,8 +163,6 @@ def _errors(plan: Plan, store: Store, limit: int = 20) -> list[str]:
             row = latest.get(response_key(mp.signature, item))
             if row is not None:
                 out.append(f"generate {mp.model.name} {item.locale} {item.prompt_id}: {row.get('error', '')}")
-    from xsafety.judges.stage import ERRORS_TABLE
-
     done = store.table(Verdict).keys()
     for row in store.table(Verdict, ERRORS_TABLE).iter_dicts():
         if row.get("key") not in done:

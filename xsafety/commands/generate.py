@@ -8,6 +8,7 @@ from pathlib import Path
 
 from xsafety.commands.common import fail, legacy_run_option, pick_run_dir, split_list
 from xsafety.errors import InputError, XSafetyError
+from xsafety.models.base import DEFAULT_MAX_NEW_TOKENS
 from xsafety.validate import decoding_problems, model_option_problem, spec_problem
 
 
@@ -35,7 +36,7 @@ def generate_command(
     locales: str = typer.Option("en", "--locales", "-l", help="Comma-separated locales, e.g. en,es,sw."),
     run_dir: str = typer.Option(None, "--run-dir", help="Run directory (created if missing; reruns resume)."),
     run: str = legacy_run_option("--run", "-r"),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Tokens to generate per answer."),
+    max_new_tokens: int = typer.Option(DEFAULT_MAX_NEW_TOKENS, "--max-new-tokens", help="Tokens to generate per answer (the run's default)."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy; above 0 samples with --seed."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (used when temperature > 0)."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed (per request: seed + request key)."),
@@ -48,9 +49,12 @@ def generate_command(
 ) -> None:
     """Generate responses for the accepted prompts of a set in each locale, resuming where a run stopped."""
     run = pick_run_dir(run_dir, run)
-    from xsafety.generate import build_items, generate
+    from xsafety.config import generation_config
+    from xsafety.generate import generate
     from xsafety.models import Decoding, load_model
     from xsafety.models.spec import parse_spec
+    from xsafety.plan import TranslationIndex, make_plan, resolve, snapshot_inputs
+    from xsafety.runinfo import SignatureBook
     from xsafety.store import Store
 
     try:
@@ -74,7 +78,18 @@ def generate_command(
         problem = spec_problem(model)
         if problem:
             raise InputError(problem, field="--model")
-        items, missing = build_items(set_name, wanted, system_prompt=system_prompt, limit=limit)
+        # The same item builder as `xsafety run`, on a one-model config: same items, same keys.
+        options = {"concurrency": concurrency, "api_key_env": api_key_env, "device": device, "batch_tokens": batch_tokens}
+        decoding = Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        config = generation_config(model, set_name, tuple(wanted), Path(run), decoding=decoding,
+                                   system_prompt=system_prompt, limit=limit, options=options)
+        work = resolve(config, wanted)
+        store, book, index = Store(run), SignatureBook(run), TranslationIndex(Path(run))
+        plan = make_plan(work, store, book, index)
+        items, mp = plan.models[0].items, plan.models[0]
+        missing: dict[str, int] = {}
+        for (locale, _why), n in plan.items.skipped.items():
+            missing[locale] = missing.get(locale, 0) + n
         for locale, count in missing.items():
             if count:
                 typer.secho(
@@ -85,12 +100,14 @@ def generate_command(
                 )
         if not items:
             raise InputError(f"nothing to generate for set {set_name!r} in {', '.join(wanted)}", field="locales")
-        # Unset options are dropped by load_model; a set one the backend cannot use is an error.
-        options = {"concurrency": concurrency, "api_key_env": api_key_env, "device": device, "batch_tokens": batch_tokens}
-        decoding = Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-        chat_model = load_model(model, decoding, **options)
+        # Unset options are dropped; a set one the backend cannot use is an error.
+        chat_model = load_model(model, decoding, **mp.model.options)
         try:
-            summary = generate(Store(run), chat_model, items)
+            with store.locked():
+                # The run directory alone says what was asked (the report reads translations there).
+                snapshot_inputs(work, store, index)
+                book.put(mp.fingerprint, chat_model.signature())
+                summary = generate(store, chat_model, items, lock=False)
         finally:
             chat_model.close()
     except XSafetyError as exc:

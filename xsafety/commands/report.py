@@ -25,7 +25,8 @@ def report_command(
 ) -> None:
     """Write the report of a run (tables, Markdown, heatmaps, index.html) and print its summary."""
     from xsafety.report.aggregate import Thresholds
-    from xsafety.report.build import compute, summary_rich, write_report
+    from xsafety.report.build import compute, summary_rich
+    from xsafety.report.folder import write_report
 
     run_dir = pick_run_dir(run_dir, legacy_dir)
     try:

@@ -235,10 +235,8 @@ def check_locale(code: str, *, file: Path, line: int | None, field: str, publish
 
 
 def _registry_codes() -> set[str] | None:
-    try:
-        from xsafety.locales import load_locales
-    except ImportError:
-        return None
+    from xsafety.locales import load_locales
+
     return set(load_locales())
 
 

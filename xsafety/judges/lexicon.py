@@ -66,6 +66,7 @@ from typing import Any
 from xsafety.data import judges_dir
 from xsafety.errors import ConfigError
 from xsafety.judges.base import COMPLIANCE, JudgeInput, JudgeOutput, check_label, finalize
+from xsafety.locales import locale_candidates  # the file stems tried per locale (also for `locales show`)
 from xsafety.records import signature, text_hash
 
 log = logging.getLogger(__name__)
@@ -469,19 +470,6 @@ def parse_phrase_file(path: Path, locale: str) -> PhraseList:
         anywhere_re=_compile(sections["anywhere"], boundary, unspaced, clause),
         source=str(path),
     )
-
-
-def locale_candidates(locale: str) -> list[str]:
-    """File stems tried for a locale: ``pt-BR`` -> ``pt-BR``, ``pt``; ``sr``/``hr``/``bs`` -> ``hbs``; ``no`` -> ``nb``."""
-    out = [locale]
-    base = locale.split("-", 1)[0].split("_", 1)[0]
-    if base != locale:
-        out.append(base)
-    if base in ("sr", "hr", "bs", "sh", "cnr"):
-        out.append("hbs")
-    if base == "no":  # Norwegian: the Bokmål list
-        out.append("nb")
-    return out
 
 
 class LexiconJudge:

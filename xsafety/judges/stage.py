@@ -182,8 +182,7 @@ def _load_english_set(set_name: str) -> list[Prompt]:
     base, sep, attack = set_name.partition("~")
     if not sep:
         return load_set(set_name)
-    from xsafety.attacks import load_attack
-    from xsafety.plan import attacked_prompts
+    from xsafety.attacks import attacked_prompts, load_attack
 
     return attacked_prompts(load_set(base), load_attack(attack))
 

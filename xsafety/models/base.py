@@ -12,11 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 
+# The one default answer budget, for `xsafety run` and `xsafety generate` alike (the same items
+# under the same decoding share response keys whichever command asked).
+DEFAULT_MAX_NEW_TOKENS = 96
+
+
 @dataclass(frozen=True)
 class Decoding:
     """Settings that change a model's output, and so belong in its signature."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
     seed: int = 0

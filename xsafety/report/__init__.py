@@ -5,7 +5,8 @@ folder; ``summary_table(run_dir) -> rich.table.Table`` is the terminal summary;
 ``compare_runs([run_a, run_b, ...], out_dir) -> Path`` puts runs side by side.
 """
 
-from xsafety.report.build import build_report, compute, summary_table
+from xsafety.report.build import compute, summary_table
+from xsafety.report.folder import build_report, write_report
 from xsafety.report.compare import compare_runs
 from xsafety.report.policy import load_policy
 
@@ -13,4 +14,4 @@ from xsafety.report.policy import load_policy
 # next `xsafety run` even though no record changed.
 REPORT_FORMAT = 3  # 3: item explorer, forest plot, source-category maps
 
-__all__ = ["REPORT_FORMAT", "build_report", "compare_runs", "compute", "load_policy", "summary_table"]
+__all__ = ["REPORT_FORMAT", "build_report", "compare_runs", "compute", "load_policy", "summary_table", "write_report"]

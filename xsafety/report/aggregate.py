@@ -190,8 +190,8 @@ def gaps(
 
 def unchecked_reason(run: RunData, locale: str, engines: dict[str, list[str]] | None = None) -> str:
     """Why no answer in ``locale`` was judged on a back-translation (so the native verdicts stand unchecked)."""
-    modes = run.info.get("judge_modes")
-    if isinstance(modes, list) and BACK_MODE not in modes:
+    modes = run.info.judge_modes
+    if modes and BACK_MODE not in modes:
         return "back-translated judging is off in this run's config"
     used = (engines or {}).get(locale, [])
     if "reference" in used:

@@ -1,8 +1,7 @@
-"""Compute every report table for a run, and write the report folder."""
+"""Compute every report table for a run (``xsafety.report.folder`` writes them), and the terminal summary."""
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,6 @@ from xsafety.report.csvsafe import write_csv
 from xsafety.report.frame import ENGLISH, RunData, load_run
 from xsafety.report.policy import Policy, load_policy
 from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
-
-log = logging.getLogger(__name__)
 
 # Breakdowns written as tables: name -> extra grouping columns beside the locale.
 BREAKDOWNS: dict[str, list[str]] = {
@@ -75,9 +72,7 @@ def compute(
     run = load_run(run_dir, primary_judge=primary_judge)
     if policy is None:
         # The run's own policy (run.json), so that `xsafety report RUN` matches what `run` wrote.
-        report_cfg = run.info.get("report")
-        named = run.info.get("policy") or (report_cfg.get("policy") if isinstance(report_cfg, dict) else None)
-        policy = named if isinstance(named, str) else None
+        policy = run.info.policy
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     th = thresholds or agg.Thresholds()
     primary = agg.primary_frame(run, pol)
@@ -123,42 +118,6 @@ def write_tables(data: ReportData, out: Path) -> list[Path]:
     return written
 
 
-def build_report(
-    run_dir: str | Path,
-    out_dir: str | Path | None = None,
-    policy: str | None = None,
-    *,
-    thresholds: agg.Thresholds | None = None,
-    primary_judge: str | None = None,
-    n_boot: int = DEFAULT_B,
-    seed: int = DEFAULT_SEED,
-    calibration: str | Path | None = None,
-) -> Path:
-    """Write a run's report folder (``run_dir/report`` unless ``out_dir``) and return its path.
-
-    The folder holds ``tables/*.parquet|csv``, ``summary.md``, one ``<locale>.md`` per locale,
-    heatmap PNGs and a self-contained ``index.html``.
-    """
-    data = compute(
-        run_dir, policy, thresholds=thresholds, primary_judge=primary_judge, n_boot=n_boot, seed=seed,
-        calibration=calibration,
-    )
-    return write_report(data, Path(out_dir) if out_dir is not None else Path(run_dir) / "report")
-
-
-def write_report(data: ReportData, out: Path) -> Path:
-    """Write a computed report into folder ``out`` (created) and return it."""
-    from xsafety.report import html, markdown, plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_tables(data, out)
-    images = plots.write_heatmaps(data, out)
-    markdown.write_markdown(data, out, images)
-    html.write_index(data, out, images)
-    log.info("report written to %s", out)
-    return out
-
-
 def _pct(x: Any) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
@@ -177,9 +136,9 @@ def judge_label(data: ReportData) -> str:
     sig = data.run.primary_judge
     if sig is None:
         return "no verdicts"
-    name = data.run.info.get("primary_judge")
+    name = data.run.info.primary_judge
     kind = sig.split("|", 1)[0]
-    return f"{name} ({kind})" if isinstance(name, str) and name != kind else kind
+    return f"{name} ({kind})" if name is not None and name != kind else kind
 
 
 def _p(x: Any) -> str:

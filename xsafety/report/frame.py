@@ -1,14 +1,15 @@
 """Load a run directory into polars frames: one row per (response x judge x mode).
 
-Everything a report needs beside the verdict is joined on here, read from what exists and
-degrading gracefully where it does not:
+Everything a report needs beside the verdict is joined on here, from the run's records and its
+metadata (``xsafety.runinfo``: ``run.json``, ``cells.json``) only, degrading gracefully where
+something is missing. The report never imports the orchestrator, the models or the translators.
 
 * prompt categories: a ``prompts`` table in the run dir (a snapshot), else
   ``xsafety.taxonomy.load_set(set)``, else a ``category`` in the response's ``meta``;
-* the locale's resource level: ``run.json`` (``resource`` map or locale entries), else
+* the locale's resource level: ``run.json`` (its locale entries), else
   ``xsafety.locales.get_locale(code).resource``, else ``unknown``;
-* translation acceptance and round-trip chrF: a ``translations`` table in the run dir, else
-  ``xsafety.translate.load_translations(set, locale)``;
+* translation acceptance and round-trip chrF: the ``translations`` table in the run dir (``xsafety
+  run`` and ``xsafety generate`` copy there every translation they asked with);
 * the primary judge: ``run.json`` (``primary_judge`` or the first of ``judges``), else the judge
   with the most verdicts;
 * the locales to report: every locale with a response, plus every locale ``run.json`` configures.
@@ -29,7 +30,6 @@ Attacks applied before translation use derived ids (``<id>~<attack>`` in set ``<
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -40,9 +40,12 @@ from typing import Any
 import polars as pl
 
 from xsafety.errors import InputError
+from xsafety.locales import get_locale
 from xsafety.records import Prompt, Response, Translation, Verdict, stable_hash
 from xsafety.report.categories import UNCATEGORISED, macro_of
+from xsafety.runinfo import RunInfo, read_cells, read_info
 from xsafety.store import Store
+from xsafety.taxonomy import load_set
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,6 @@ ENGLISH = "en"
 PRIMARY_MODE = "native"
 BACK_MODE = "back-translated"
 ROUNDTRIP_GATE = "roundtrip_chrf"
-CELLS_FILE = "cells.json"  # written by the orchestrator (xsafety.run.write_cells)
 # A disambiguated model name shows the signature fields that differ, each cut to this length.
 MAX_SIG_PART = 32
 
@@ -96,7 +98,7 @@ class RunData:
     """A run loaded for reporting."""
 
     run_dir: Path
-    info: dict[str, Any]
+    info: RunInfo
     verdicts: pl.DataFrame  # one row per (response x judge x mode), schema VERDICT_SCHEMA
     translations: pl.DataFrame  # one row per translation of a prompt the run asked, TRANSLATION_SCHEMA
     n_responses: int
@@ -120,53 +122,12 @@ class RunData:
         return not (unjudged > 0 and unsafe == 0)
 
 
-def read_cells(run_dir: Path) -> frozenset[str] | None:
-    """The response keys the run's current config asks for (``cells.json``), or None without one."""
-    path = Path(run_dir) / CELLS_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
-    keys = data.get("responses") if isinstance(data, dict) else None
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise InputError("expected a list of response keys", file=path, field="responses")
-    return frozenset(keys)
-
-
-def current_judge_signatures(info: dict[str, Any]) -> frozenset[str] | None:
-    """The judge signatures ``run.json`` records for the current config, or None when it has none.
-
-    A judge that never loaded has no signature (null): it contributes nothing, which is right, as
-    verdicts under an older signature of it are not what the current config asks for.
-    """
-    sigs = info.get("judge_signatures")
-    if not isinstance(sigs, dict):
-        return None
-    return frozenset(str(v) for v in sigs.values() if isinstance(v, str) and v)
-
-
-def configured_locales(info: dict[str, Any]) -> list[str]:
-    """Locale codes a run's config asked for (``run.json`` ``locales``, else the last plan's)."""
-    found: list[str] = []
-    plan = info.get("last_run", {}).get("plan", {}) if isinstance(info.get("last_run"), dict) else {}
-    for source in (info.get("locales"), plan.get("locales") if isinstance(plan, dict) else None):
-        if not isinstance(source, list):
-            continue
-        for entry in source:
-            code = entry.get("code") if isinstance(entry, dict) else entry
-            if isinstance(code, str) and code and code not in found:
-                found.append(code)
-    return found
-
-
 def base_of(name: str) -> str:
     """``id~attack`` -> ``id``: the English prompt or set an attacked item derives from."""
     return name.split("~", 1)[0]
 
 
-def model_names(responses: Iterable[Response], info: dict[str, Any]) -> dict[str, str]:
+def model_names(responses: Iterable[Response], info: RunInfo) -> dict[str, str]:
     """Model signature -> display name, distinct per signature.
 
     The name is the response's meta ``model_name``, else the name ``run.json`` gives the signature,
@@ -175,10 +136,7 @@ def model_names(responses: Iterable[Response], info: dict[str, Any]) -> dict[str
     signature fields that set it apart (``smollm2 [max_new_tokens:64]``) so that the model
     breakdowns keep them apart instead of pooling one prompt's answers twice.
     """
-    booked: dict[str, str] = {}
-    for m in info.get("models") or []:
-        if isinstance(m, dict) and isinstance(m.get("signature"), str) and isinstance(m.get("name"), str):
-            booked[m["signature"]] = m["name"]
+    booked = info.model_names()
     names: dict[str, str] = {}
     for r in responses:
         if r.model not in names:
@@ -206,27 +164,10 @@ def model_names(responses: Iterable[Response], info: dict[str, Any]) -> dict[str
     return out
 
 
-def _resource_lookup(info: dict[str, Any]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    resource = info.get("resource")
-    if isinstance(resource, dict):
-        found.update({str(k): str(v) for k, v in resource.items()})
-    locales = info.get("locales")
-    if isinstance(locales, list):
-        for entry in locales:
-            if isinstance(entry, dict) and "code" in entry and "resource" in entry:
-                found.setdefault(str(entry["code"]), str(entry["resource"]))
-    return found
-
-
 def resource_of(code: str, known: dict[str, str]) -> str:
     """Resource level of a locale: from the run snapshot, else the locale registry."""
     if code in known:
         return known[code]
-    try:
-        from xsafety.locales import get_locale
-    except ImportError:
-        return "high" if code == ENGLISH else "unknown"
     try:
         return str(get_locale(code).resource)
     except Exception:  # an unknown or malformed locale must not stop a report
@@ -240,13 +181,7 @@ def _prompts_for(store: Store, sets: set[str]) -> dict[tuple[str, str], Prompt]:
         prompts[(p.set, p.id)] = p
     missing = {s for s in sets if not any(k[0] == s for k in prompts)}
     if missing:
-        try:
-            from xsafety.taxonomy import load_set
-        except ImportError:
-            load_set = None  # type: ignore[assignment]
         for name in sorted(missing):
-            if load_set is None:
-                break
             try:
                 for p in load_set(name):
                     prompts[(name, p.id)] = p
@@ -255,27 +190,10 @@ def _prompts_for(store: Store, sets: set[str]) -> dict[tuple[str, str], Prompt]:
     return prompts
 
 
-def _translations_for(store: Store, pairs: set[tuple[str, str]]) -> dict[tuple[str, str, str], Translation]:
-    """(set, locale, prompt_id) -> translation, for the (set, locale) pairs the run used."""
-    found: dict[tuple[str, str, str], Translation] = {}
-    for t in store.table(Translation).load().values():
-        found[(t.set, t.locale, t.prompt_id)] = t
-    have = {(k[0], k[1]) for k in found}
-    todo = sorted(p for p in pairs if p not in have and p[1] != ENGLISH)
-    if todo:
-        try:
-            from xsafety.translate import load_translations
-        except ImportError:
-            load_translations = None  # type: ignore[assignment]
-        for set_name, locale in todo:
-            if load_translations is None:
-                break
-            try:
-                for pid, t in load_translations(set_name, locale).items():
-                    found[(set_name, locale, pid)] = t
-            except Exception as exc:
-                log.warning("report: no translations for %s/%s: %s", set_name, locale, exc)
-    return found
+def _translations_for(store: Store) -> dict[tuple[str, str, str], Translation]:
+    """(set, locale, prompt_id) -> translation, from the run's snapshot (``xsafety run`` and
+    ``xsafety generate`` copy there every translation they asked with)."""
+    return {(t.set, t.locale, t.prompt_id): t for t in store.table(Translation).load().values()}
 
 
 def _roundtrip(t: Translation | None) -> float | None:
@@ -299,54 +217,28 @@ def _kind_of_judge(name: str) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def _signature_from_book(run_dir: Path | None, name: str) -> str | None:
-    """The signature the orchestrator recorded for judge ``name`` in ``signatures.json``."""
-    if run_dir is None:
-        return None
-    try:
-        from xsafety.plan import SignatureBook, judge_fingerprint
-
-        return SignatureBook(run_dir).get(judge_fingerprint(name))
-    except Exception:  # an absent or changed orchestrator only loses this shortcut
-        return None
-
-
 def judge_matches(sig: str, name: str) -> bool:
     """Whether verdict signature ``sig`` is judge ``name``: the signature itself, or its kind or name."""
     return sig == name or sig.startswith(name + "|") or f"name:{name}" in sig.split("|")
 
 
-def pick_primary_judge(
-    judges: list[str], counts: Counter[str], info: dict[str, Any], run_dir: Path | None = None
-) -> str | None:
+def pick_primary_judge(judges: list[str], counts: Counter[str], info: RunInfo) -> str | None:
     """The run's primary judge signature.
 
     A config names a judge (``default``) while verdicts carry its signature (``lexicon|...``), so
-    the name is resolved in turn by: an exact or prefix match, the orchestrator's signature book,
-    the judge definition's ``kind`` when one signature alone has it; else the judge with most
-    verdicts.
+    the name is resolved in turn by: the signature ``run.json`` recorded for it, an exact or prefix
+    match, the judge definition's ``kind`` when one signature alone has it; else the judge with
+    most verdicts.
     """
-    wanted: list[str] = []
-    if isinstance(info.get("primary_judge"), str):
-        wanted.append(info["primary_judge"])
-    js = info.get("judges")
-    if isinstance(js, list) and js:
-        first = js[0]
-        if isinstance(first, dict):
-            first = first.get("name") or first.get("signature")
-        if isinstance(first, str):
-            wanted.append(first)
-    current = info.get("judge_signatures")
+    wanted = [name for name in (info.primary_judge, *info.judges[:1]) if name]
+    current = info.judge_signatures or {}
     for name in wanted:
         # The signature the orchestrator recorded for this config beats a guess from the name.
-        if isinstance(current, dict) and current.get(name) in judges:
-            return str(current[name])
+        if current.get(name) in judges:
+            return current[name]
         for sig in judges:
             if judge_matches(sig, name):
                 return sig
-        booked = _signature_from_book(run_dir, name)
-        if booked in judges:
-            return booked
         kind = _kind_of_judge(name)
         if kind:
             same_kind = [sig for sig in judges if sig.split("|", 1)[0] == kind]
@@ -366,8 +258,6 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}", file=run_dir)
-    from xsafety.run import read_info  # the orchestrator owns run.json
-
     info = read_info(run_dir)
     store = Store(run_dir)
     responses = store.table(Response).load()
@@ -375,12 +265,12 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
     cells = read_cells(run_dir)
     judge_ok: frozenset[str] | None = None
     if cells is not None:
-        kept = {k: r for k, r in responses.items() if k in cells}
+        kept = {k: r for k, r in responses.items() if k in cells.responses}
         stale = len(responses) - len(kept)
         if stale:
             log.info("report: %d stored responses are outside the current cells and left out", stale)
         responses = kept
-        judge_ok = current_judge_signatures(info)
+        judge_ok = info.current_judge_signatures
         if judge_ok is not None and primary_judge:
             # An explicit signature is honoured even if stale; a bare name must resolve among
             # the current signatures, never to an older one.
@@ -390,20 +280,18 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         for v in store.table(Verdict).load().values()
         if v.response_key in responses and (judge_ok is None or v.judge in judge_ok)
     ]
-    resources = _resource_lookup(info)
+    resources = info.resource
     base_sets = {base_of(r.set) for r in responses.values()}
     prompts = _prompts_for(store, base_sets)
     used_pairs = {(r.set, r.locale) for r in responses.values() if r.locale != ENGLISH}
     answered = {r.locale for r in responses.values()}
-    silent = [c for c in configured_locales(info) if c not in answered and c != ENGLISH]
+    silent = [c for c in info.locale_codes if c not in answered and c != ENGLISH]
     if silent:
         # A locale with no response (every translation rejected) is asked in the sets English was.
         english_sets = {r.set for r in responses.values() if r.locale == ENGLISH}
-        run_sets = english_sets or {r.set for r in responses.values()} or {
-            str(s) for s in info.get("sets") or [] if isinstance(s, str)
-        }
+        run_sets = english_sets or {r.set for r in responses.values()} or set(info.sets)
         used_pairs |= {(s, c) for s in run_sets for c in silent}
-    translations = _translations_for(store, used_pairs | {(r.set, r.locale) for r in responses.values()})
+    translations = _translations_for(store)
     names = model_names(responses.values(), info)
 
     by_response: dict[str, list[Verdict]] = {}
@@ -412,8 +300,8 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         by_response.setdefault(v.response_key, []).append(v)
         counts[v.judge] += 1
     judges = sorted(counts)
-    info_judge = {"primary_judge": primary_judge} if primary_judge else info
-    primary = pick_primary_judge(judges, counts, info_judge, run_dir)
+    info_judge = RunInfo(primary_judge=primary_judge) if primary_judge else info
+    primary = pick_primary_judge(judges, counts, info_judge)
 
     rows: list[dict[str, Any]] = []
     resource_cache: dict[str, str] = {}
@@ -471,7 +359,7 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         if (k[0], k[1]) in used_pairs and (not english_ids or (base_of(k[0]), base_of(k[2])) in english_ids)
     ]
     tframe = pl.DataFrame(trows, schema=TRANSLATION_SCHEMA) if trows else pl.DataFrame(schema=TRANSLATION_SCHEMA)
-    for code in [*configured_locales(info), *sorted(answered)]:
+    for code in [*info.locale_codes, *sorted(answered)]:
         if code not in resource_cache:
             resource_cache[code] = resource_of(code, resources)
     return RunData(

@@ -54,15 +54,14 @@ def calibration_path(run: RunData, explicit: str | Path | None = None) -> Path |
     """
     if explicit is not None:
         return Path(explicit)
-    config = run.info.get("config")
-    report = config.get("report") if isinstance(config, dict) else None
+    report = run.info.config.get("report")
     named = report.get("calibration") if isinstance(report, dict) else None
     if not isinstance(named, str) or not named:
         return None
     path = Path(named)
     if not path.is_absolute():
-        source = run.info.get("config_file")
-        base = Path(source).parent if isinstance(source, str) and source else run.run_dir
+        source = run.info.config_file
+        base = Path(source).parent if source else run.run_dir
         path = base / path
     return path
 

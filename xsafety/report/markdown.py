@@ -245,7 +245,7 @@ VARIANTS_FILE = "variants.md"
 
 
 def variants_file(data: "ReportData", out: Path) -> str | None:
-    """The variant-effects page (``xsafety.variants``) to link from the report folder ``out``, or None.
+    """The variant-effects page (``xsafety.report.variants``) to link from the report folder ``out``, or None.
 
     Linked only when the run's current responses have several variants, so a page left from an
     earlier config is not. The orchestrator writes the page right after the report, so on a run's
@@ -257,7 +257,7 @@ def variants_file(data: "ReportData", out: Path) -> str | None:
     if (out / VARIANTS_FILE).is_file():
         return VARIANTS_FILE
     own_folder = out.resolve() == (data.run.run_dir / "report").resolve()
-    return VARIANTS_FILE if own_folder and isinstance(data.run.info.get("base_variant"), str) else None
+    return VARIANTS_FILE if own_folder and data.run.info.base_variant is not None else None
 
 
 def write_summary(data: "ReportData", out: Path, images: dict[str, Path] | None = None) -> Path:

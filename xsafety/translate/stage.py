@@ -74,7 +74,7 @@ def _back_engine(spec: str | Engine | None, engine: Engine, code: str) -> Engine
         return built
     if engine.supports(code, ENGLISH):
         return engine
-    from xsafety.translate import pick_back_engine
+    from xsafety.translate.back import pick_back_engine
 
     return pick_back_engine(code)
 

@@ -137,10 +137,8 @@ def package_version(mode: str) -> str:
 
 def _locale_mode(src: str, tgt: str) -> str | None:
     """The Apertium mode the locale registry gives for ``src -> tgt`` (English on one side)."""
-    try:
-        from xsafety.locales import ENGLISH, get_locale
-    except ImportError:  # the registry is optional for explicit ``modes=`` use
-        return None
+    from xsafety.locales import ENGLISH, get_locale
+
     try:
         if src == ENGLISH and tgt != ENGLISH:
             return get_locale(tgt).apertium

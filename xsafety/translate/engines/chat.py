@@ -119,11 +119,11 @@ def check_output(output: str, source: str, template: ChatTemplate) -> Candidate:
 
 
 def _language_name(code: str) -> str:
-    try:
-        from xsafety.locales import get_locale
+    from xsafety.locales import get_locale
 
+    try:
         return get_locale(code).name
-    except (ImportError, XSafetyError):
+    except XSafetyError:
         return code
 
 

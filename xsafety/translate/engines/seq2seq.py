@@ -126,10 +126,8 @@ def load(model: str, *, revision: str | None, device: str, dtype: str, threads: 
 
 def _locale_route(src: str, tgt: str) -> _Route | None:
     """The registry's model for ``src -> tgt``: NLLB when both sides have FLORES codes, else opus-mt."""
-    try:
-        from xsafety.locales import ENGLISH, get_locale
-    except ImportError:
-        return None
+    from xsafety.locales import ENGLISH, get_locale
+
     try:
         s, t = get_locale(src), get_locale(tgt)
     except XSafetyError:
@@ -145,10 +143,8 @@ def _locale_route(src: str, tgt: str) -> _Route | None:
 
 def _locale_code(code: str, family: str) -> str | None:
     """A locale's language code for an NLLB or M2M100 model, from the registry."""
-    try:
-        from xsafety.locales import get_locale
-    except ImportError:
-        return None
+    from xsafety.locales import get_locale
+
     try:
         loc = get_locale(code)
     except XSafetyError:
