@@ -233,3 +233,52 @@ def test_a_killed_run_resumes_to_the_same_records_without_duplicates(tmp_path: P
     killed = {(r.key, r.text) for r in Store(killed_dir).table(Response).load().values()}
     uninterrupted = {(r.key, r.text) for r in Store(clean_dir).table(Response).load().values()}
     assert killed == uninterrupted and len(killed) == n
+
+
+def _run_config(path: Path, run_dir: Path, spec: str) -> Path:
+    path.write_text(
+        f'[run]\ndir = "{run_dir}"\nsets = ["builtin"]\nlocales = ["en", "es"]\nlimit = 3\njudge_modes = ["native"]\n\n'
+        f'[[models]]\nspec = "{spec}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_generate_then_run_on_the_same_model_set_and_locales_computes_nothing(tmp_path: Path) -> None:
+    """`xsafety generate` and `xsafety run` build their items with one builder and share the
+    defaults (variant, token budget): the second command finds every response already stored."""
+    from xsafety.config import load_config
+    from xsafety.run import run
+    from xsafety.runinfo import read_cells
+
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    with start_server() as server:
+        spec = f"openai:fake@{server.url}"
+        first = runner.invoke(app, ["generate", "--model", spec, "--set", "builtin", "--limit", "3",
+                                    "--locales", "en,es", "--run", str(run_dir)])
+        assert first.exit_code == 0, first.output
+        generated = set(load_responses(Store(run_dir)))
+        assert len(generated) == 6 and server.status_counts[200] == 6
+        result = run(load_config(_run_config(tmp_path / "run.toml", run_dir, spec)))
+        assert result.ok, result.failures
+        # The run's plan knew the generated responses without loading the model: no request sent.
+        assert result.models_loaded == [] and result.generated == {}
+        assert server.status_counts[200] == 6
+    cells = read_cells(run_dir)
+    assert cells is not None and cells.responses == generated == set(load_responses(Store(run_dir)))
+
+
+def test_run_then_generate_on_the_same_model_set_and_locales_computes_nothing(tmp_path: Path) -> None:
+    from xsafety.config import load_config
+    from xsafety.run import run
+
+    run_dir = tmp_path / "run"
+    with start_server() as server:
+        spec = f"openai:fake@{server.url}"
+        result = run(load_config(_run_config(tmp_path / "run.toml", run_dir, spec)))
+        assert result.ok and result.generated[spec].new == 6
+        again = CliRunner().invoke(app, ["generate", "--model", spec, "--set", "builtin", "--limit", "3",
+                                         "--locales", "en,es", "--run", str(run_dir)])
+        assert again.exit_code == 0, again.output
+        assert "0 new, 6 cached, 0 failed" in again.output and server.status_counts[200] == 6
