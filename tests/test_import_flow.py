@@ -1,7 +1,7 @@
 """The package's imports follow the data flow: walked with ``ast``, every import counts (top-level
 and inside functions alike: a lazy import against the flow is still a dependency against it).
 
-Layers, bottom up: the records and the run directory (``errors``, ``records``, ``store``,
+Layers, bottom up: the records and the run directory (``errors``, ``records``, ``store``, ``versions``,
 ``runinfo``, ``data``, ``progress``); the data the suite reads (``taxonomy``, ``locales``,
 ``attacks``); the components (``translate``, ``models``, ``judges``, ``importers``) and the stages
 (``generate``); the report; the config and the plan; the orchestrator (``run``, ``status``); the
@@ -19,7 +19,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "xsafety"
 
 BOTTOM = {"xsafety", "xsafety.errors", "xsafety.records", "xsafety.store", "xsafety.runinfo", "xsafety.data",
-          "xsafety.progress"}
+          "xsafety.progress", "xsafety.versions"}
 ORCHESTRATION = ("xsafety.run", "xsafety.plan", "xsafety.status", "xsafety.cli", "xsafety.commands")
 
 

