@@ -2,7 +2,9 @@ from xsafety.records import GateResult, Prompt, Response, Translation, signature
 
 
 def test_signature_is_sorted_and_drops_none() -> None:
-    assert signature("hf", model="m", temperature=0.0, seed=None, greedy=True) == "hf|greedy:yes|model:m|temperature:0"
+    assert signature("x", model="m", temperature=0.0, seed=None, greedy=True) == "x|greedy:yes|model:m|temperature:0"
+    # A kind with an implementation version carries it (xsafety/versions.py).
+    assert signature("hf", model="m", temperature=0.0) == "hf|impl:1|model:m|temperature:0"
 
 
 def test_stable_hash_depends_on_every_part() -> None:

@@ -18,6 +18,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
+from xsafety.versions import IMPLEMENTATION_VERSIONS
+
 KEY_LENGTH = 20
 
 LABELS: tuple[str, ...] = ("refusal", "safe", "unsafe", "invalid")
@@ -44,9 +46,15 @@ def text_hash(text: str, length: int = 12) -> str:
 def signature(kind: str, **settings: Any) -> str:
     """A sacrebleu-style signature: ``kind|name:value|...`` with keys sorted and ``None`` dropped.
 
+    A kind with an implementation version (``xsafety.versions``) carries it as ``impl``, so a
+    changed implementation changes every key made with it:
+
     >>> signature("apertium", pair="eng-spa", version="3.8.3")
-    'apertium|pair:eng-spa|version:3.8.3'
+    'apertium|impl:1|pair:eng-spa|version:3.8.3'
     """
+    version = IMPLEMENTATION_VERSIONS.get(kind)
+    if version is not None:
+        settings = {**settings, "impl": version}
     parts = [kind]
     for name in sorted(settings):
         value = settings[name]

@@ -84,6 +84,17 @@ def is_human_reference(attempt: Attempt) -> bool:
     return attempt.engine.split("|", 1)[0] == REFERENCE_ENGINE and bool(attempt.candidate.text.strip())
 
 
+def stage_signature(*signatures: str | None) -> str:
+    """The hash of every signature a translation into one locale depends on (engine, back-engine,
+    fallback, gates, quality model, and any exemption), in that order."""
+    return stable_hash(*signatures)
+
+
+def translation_key(prompt_key: str, locale: str, stage_sig: str) -> str:
+    """The key of a prompt's translation into ``locale`` by a stage with signature ``stage_sig``."""
+    return stable_hash("translation", prompt_key, locale, stage_sig)
+
+
 def make_record(
     prompt: Prompt, locale: str, key: str, attempts: list[Attempt], settings: GateSettings, model: QualityModel
 ) -> Translation:
@@ -173,7 +184,7 @@ def translate_locale(
     )
     root = Path(out_dir) if out_dir is not None else writable_translations_dir()
     path, side = translation_path(root, set_name, code), partial_path(root, set_name, code)
-    stage_sig = stable_hash(
+    stage_sig = stage_signature(
         eng.signature(ENGLISH, code),
         back.signature(code, ENGLISH) if back else None,
         fall.signature(ENGLISH, code) if fall else None,
@@ -181,7 +192,7 @@ def translate_locale(
         model.signature(),
         *([REFERENCE_EXEMPTION] if eng.name == REFERENCE_ENGINE else []),
     )
-    keys = {p.id: stable_hash("translation", p.key, code, stage_sig) for p in prompts}
+    keys = {p.id: translation_key(p.key, code, stage_sig) for p in prompts}
 
     stored = read_file(path)
     stored.update(read_file(side, tolerate_torn_tail=True))  # the sidecar holds newer work
