@@ -192,3 +192,22 @@ def test_a_variants_page_left_from_an_earlier_config_is_not_linked(tmp_path: Pat
     (run / "report").mkdir()
     (run / "report" / "variants.md").write_text("# Variants of an earlier config\n", encoding="utf-8")
     assert _links_variants(build_report(run, n_boot=100)) == (False, False)
+
+
+def test_a_run_directory_without_its_cells_is_refused_with_the_command_that_fixes_it(tmp_path: Path) -> None:
+    """cells.json gone from a directory `xsafety run` made (its run.json holds a config): the
+    report must not silently pool every response the store ever held (n = 2N instead of N)."""
+    from typer.testing import CliRunner
+
+    from xsafety.cli import app
+
+    root = stale_run(tmp_path / "run", with_cells=False)
+    info = {**_info(), "config_file": "my-run.toml", "config": {"run": {"dir": str(root)}}}
+    (root / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        compute(root)
+    assert err.value.file == str(root / "cells.json")
+    assert f"xsafety run my-run.toml --run-dir {root}" in str(err.value)
+    result = CliRunner().invoke(app, ["report", str(root)])
+    assert result.exit_code == 2 and "cells.json is missing" in result.output
+    assert not (root / "report").exists()

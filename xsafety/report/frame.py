@@ -21,8 +21,10 @@ model signature (decoding, weights) or of config (a locale, attack or variant re
 responses the current config no longer asks for. Counting those would pair one prompt several times
 per locale (doubling ``n`` and overstating McNemar). So when the orchestrator's ``cells.json`` is
 there, only its responses are read, and only verdicts of the judge signatures ``run.json`` records
-for the current config. Without it (a run made by ``xsafety generate``/``judge`` directly) every
-response is read, but signatures that share a model name are reported as separate models.
+for the current config. A directory ``xsafety run`` made (its ``run.json`` holds a config) whose
+``cells.json`` is gone is refused, with the command that writes it again. Without either (a run
+made by ``xsafety generate``/``judge`` directly) every response is read, and signatures that share
+a model name are reported as separate models, with a warning.
 
 Attacks applied before translation use derived ids (``<id>~<attack>`` in set ``<set>~<attack>``);
 ``base_id``/``base_set`` strip the suffix so that categories join and pairs across locales match.
@@ -43,7 +45,7 @@ from xsafety.errors import InputError
 from xsafety.locales import get_locale
 from xsafety.records import Prompt, Response, Translation, Verdict, stable_hash
 from xsafety.report.categories import UNCATEGORISED, macro_of
-from xsafety.runinfo import RunInfo, read_cells, read_info
+from xsafety.runinfo import CELLS_FILE, RunInfo, read_cells, read_info
 from xsafety.store import Store
 from xsafety.taxonomy import load_set
 
@@ -249,6 +251,18 @@ def pick_primary_judge(judges: list[str], counts: Counter[str], info: RunInfo) -
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
 
 
+def _missing_cells(run_dir: Path, info: RunInfo) -> InputError:
+    """The error for a directory ``xsafety run`` made whose ``cells.json`` is gone: reading on would
+    silently pool every response the directory ever held, under every earlier config."""
+    config = info.config_file or "CONFIG"
+    return InputError(
+        f"{CELLS_FILE} is missing, so which stored responses the current config asks for is unknown "
+        f"(reading them all would pool every earlier config's answers); write it again with "
+        f"`xsafety run {config} --run-dir {run_dir}`, which recomputes nothing already stored",
+        file=run_dir / CELLS_FILE,
+    )
+
+
 def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
     """Read a run directory's responses and verdicts and join everything a report needs.
 
@@ -263,6 +277,8 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
     responses = store.table(Response).load()
     stale = 0
     cells = read_cells(run_dir)
+    if cells is None and info.exists:
+        raise _missing_cells(run_dir, info)
     judge_ok: frozenset[str] | None = None
     if cells is not None:
         kept = {k: r for k, r in responses.items() if k in cells.responses}
