@@ -328,3 +328,32 @@ def test_primary_judge_name_resolves_to_its_signature() -> None:
     assert pick_primary_judge(judges, counts, RunInfo(primary_judge="llm")) == judges[0]
     assert pick_primary_judge(judges, counts, RunInfo()) == judges[0]  # busiest
     assert pick_primary_judge([], Counter(), RunInfo()) is None
+
+
+def test_a_failed_rebuild_leaves_the_previous_report_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report folder is replaced whole or not at all: a crash while writing the pages must
+    not leave new tables beside old pages (issue 14 item 3)."""
+    root = known_run(tmp_path / "run")
+    folder = build_report(root, policy="permissive-cannabis")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("xsafety.report.markdown.write_markdown", crash)
+    with pytest.raises(RuntimeError):
+        build_report(root, policy="default")
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".report")) == []
+
+
+def test_only_a_report_built_by_the_run_carries_its_stamp(tmp_path: Path) -> None:
+    from xsafety.report.folder import read_stamp
+
+    root = known_run(tmp_path / "run")
+    assert read_stamp(build_report(root, stamp="abc")) == "abc"
+    result = CliRunner().invoke(app, ["report", str(root), "--policy", "permissive-cannabis"])
+    assert result.exit_code == 0, result.output
+    assert read_stamp(root / "report") is None
+    assert "policy: `permissive-cannabis`" in (root / "report" / "summary.md").read_text(encoding="utf-8")

@@ -173,18 +173,19 @@ def _links_variants(out: Path) -> tuple[bool, bool]:
     )
 
 
-def test_variants_page_is_linked_when_the_run_has_variants(tmp_path: Path) -> None:
-    # A page already in the folder (written by xsafety.report.variants) is linked.
+def test_variants_page_is_written_and_linked_when_the_run_has_variants(tmp_path: Path) -> None:
+    # With a base variant in run.json the report writes the page itself, and links it.
+    run = _variant_run(tmp_path / "orchestrated", ("default", "safety_prompt"), "default")
+    out = build_report(run, n_boot=100)
+    assert _links_variants(out) == (True, True) and (out / "variants.csv").is_file()
+    # No base variant recorded (no orchestrator): no page and no dead link; the folder is replaced
+    # whole, so a page someone left in it goes with it.
     run = _variant_run(tmp_path / "direct", ("default", "safety_prompt"), None)
     out = tmp_path / "direct_report"
     out.mkdir()
     (out / "variants.md").write_text("# Variants\n", encoding="utf-8")
-    assert _links_variants(build_report(run, out, n_boot=100)) == (True, True)
-    # No page and no orchestrator to write one: no dead link.
-    assert _links_variants(build_report(run, tmp_path / "bare", n_boot=100)) == (False, False)
-    # The orchestrator writes the page just after the report, into the run's own report folder.
-    run = _variant_run(tmp_path / "orchestrated", ("default", "safety_prompt"), "default")
-    assert _links_variants(build_report(run, n_boot=100)) == (True, True)
+    assert _links_variants(build_report(run, out, n_boot=100)) == (False, False)
+    assert not (out / "variants.md").exists()
 
 
 def test_a_variants_page_left_from_an_earlier_config_is_not_linked(tmp_path: Path) -> None:

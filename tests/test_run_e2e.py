@@ -194,6 +194,25 @@ def test_no_change_rerun_loads_nothing_and_dry_run_says_zero(finished: tuple[Pat
     assert rows["generate"][:3] == ["16", "16", "0"] and rows["judge"][:3] == ["24", "24", "0"]
 
 
+def test_a_report_with_another_policy_is_rebuilt_by_the_next_run(finished: tuple[Path, Any], tmp_path: Path,
+                                                                tiny_llama: Path) -> None:
+    """`report --policy X` then `run`: the run must rebuild its own report, not say "unchanged"
+    while summary.md still shows policy X (issue 14 item 3)."""
+    run_dir, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    cfg = write_config(tmp_path / "run.toml", copy, tiny_llama, ["en", "es"])
+    other = CliRunner().invoke(app, ["report", str(copy), "--policy", "permissive-cannabis"])
+    assert other.exit_code == 0, other.output
+    summary = copy / "report" / "summary.md"
+    assert "policy: `permissive-cannabis`" in summary.read_text(encoding="utf-8")
+    result = run(load_config(cfg))
+    assert result.ok and result.report_rebuilt and not result.models_loaded
+    assert "policy: `default`" in summary.read_text(encoding="utf-8")
+    again = run(load_config(cfg))
+    assert again.ok and not again.report_rebuilt
+
+
 def _forbid_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model, judge or translator was loaded")

@@ -1,14 +1,16 @@
 """The main job: every stage of an evaluation, incrementally, in one run directory.
 
-``run(config)`` takes the run lock, snapshots the resolved config into ``run.json``, plans, and then
-runs only what the plan says is missing:
+``run(config)`` resolves the config once (``plan.resolve``), takes the run lock, records the
+resolved config in ``run.json`` (``xsafety.runinfo``), counts what is stored (``plan.make_plan``),
+and then runs only what the plan says is missing; every stage receives its items, not the config:
 
 1. translations the run needs and nobody has made (new locales, attacks applied before
    translation), written to ``<run>/translated/<set>/<locale>.jsonl``; the built-in default uses
    the committed translations and runs no translator;
 2. generation: every model x locale x attack x variant item not yet answered;
 3. judging: every judge, natively and on back-translations, for responses not yet judged;
-4. the report, rebuilt only when a record or the policy changed.
+4. ``cells.json``: the response keys the config asks for (the report reads only those);
+5. the report, rebuilt unless its folder holds this run's stamp (same records, same settings).
 
 A model or judge is loaded only when its stage has work, so a rerun with nothing new is a matter
 of reading the store. One rich ``Progress`` is shared by every stage. A stage that fails on some
@@ -166,7 +168,7 @@ def run(config: RunConfig, *, dry_run: bool = False, progress: Progress | None =
         )
         write_cells(run_dir, cells_of(plan, book))
         write_info(run_dir, info)  # the report reads this run's judge signatures from run.json
-        info = _report(config, store, info, result)
+        _report(config, store, info, result)
         info = dataclasses.replace(info, last_run={
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "plan": plan_summary(result.plan),
@@ -331,32 +333,31 @@ def _learn_missing_back_translations(jp: JudgePlan, store: Store, sig: str, book
             book.put(no_back_key(jp.fingerprint, locale), "no engine translates this locale to English")
 
 
-def _report(config: RunConfig, store: Store, info: RunInfo, result: RunResult) -> RunInfo:
+def _report(config: RunConfig, store: Store, info: RunInfo, result: RunResult) -> None:
+    """Rebuild the report unless the folder holds this run's stamp (same records, same settings).
+
+    The stamp lives in the report folder itself, so a report written in between by ``xsafety
+    report`` (another policy or judge; it writes no stamp) is never taken for the run's own.
+    """
     from xsafety.report import REPORT_FORMAT, build_report
+    from xsafety.report.folder import read_stamp
 
     report_dir = store.root / REPORT_DIR
     # The resolved settings cover config edits that add no record (a locale or attack dropped);
     # where the config file or run directory lives does not change the report. REPORT_FORMAT covers
     # a newer xsafety writing a different report.
     stamp = store_stamp(store.root, [info.report_settings(), REPORT_FORMAT])
-    if info.report_stamp == stamp and report_dir.is_dir():
+    if read_stamp(report_dir) == stamp:
         result.report = report_dir
-        return info
+        return
     if not store.table(Response).keys():
-        return info
+        return
     try:
-        result.report = build_report(store.root, policy=config.policy)
+        result.report = build_report(store.root, policy=config.policy, stamp=stamp)
     except XSafetyError as exc:
         result.failures.append(f"report: {exc}")
-        return info
+        return
     result.report_rebuilt = True
-    try:
-        from xsafety.report.variants import write_variant_effects
-
-        write_variant_effects(store.root, result.report, base=config.base_variant.name, policy=config.policy)
-    except XSafetyError as exc:
-        result.failures.append(f"report (variants): {exc}")
-    return dataclasses.replace(info, report_stamp=stamp)
 
 
 def failure_counts(result: RunResult) -> dict[str, int]:

@@ -159,7 +159,6 @@ class RunInfo:
     judge_signatures: Mapping[str, str | None] | None = None
     decoding: Mapping[str, Any] = field(default_factory=dict)
     policy: str | None = None
-    report_stamp: str | None = None  # what the report was last built from (``store_stamp``)
     last_run: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -226,8 +225,6 @@ class RunInfo:
         })
         if self.judge_signatures is not None:
             out["judge_signatures"] = dict(self.judge_signatures)
-        if self.report_stamp is not None:
-            out["report_stamp"] = self.report_stamp
         if self.last_run:
             out["last_run"] = dict(self.last_run)
         return out
@@ -238,7 +235,8 @@ class RunInfo:
         known = {
             "config_file", "config_digest", "config", "sets", "limit", "locales", "resource", "judges",
             "primary_judge", "judge_modes", "attacks", "variants", "base_variant", "models", "decoding",
-            "policy", "judge_signatures", "report_stamp", "last_run",
+            "policy", "judge_signatures", "last_run",
+            "report_stamp",  # older runs kept the report's stamp here; it lives in the folder now
         }
         resource = {str(k): str(v) for k, v in _dict(data.get("resource")).items()}
         locales: list[LocaleEntry] = []
@@ -287,7 +285,6 @@ class RunInfo:
             ),
             decoding=_dict(data.get("decoding")),
             policy=_str_or_none(data.get("policy")),
-            report_stamp=_str_or_none(data.get("report_stamp")),
             last_run=_dict(data.get("last_run")),
             extra={k: v for k, v in data.items() if k not in known},
         )

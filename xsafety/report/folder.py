@@ -1,17 +1,25 @@
-"""Write a run's report folder: tables, Markdown, heatmaps and ``index.html``.
+"""Write a run's report folder: tables, Markdown, heatmaps, ``index.html`` and variant effects.
 
 ``xsafety.report.build`` computes the tables; this module writes them with every page that
-renders them (``markdown``, ``html``, ``plots``), so that the pages can use the computed data
-without the computation depending on them.
+renders them (``markdown``, ``html``, ``plots``, ``variants``), so that the pages can use the
+computed data without the computation depending on them.
+
+The folder is replaced whole: everything is written into a hidden sibling folder, which then
+takes the old folder's place, so a reader (or a kill) never sees pages of two reports mixed. A
+folder built for ``xsafety run`` holds ``.stamp``, what the run built it from; ``xsafety report``
+(another policy, another judge) writes none, so the next run knows the folder is not its own.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from xsafety.report import aggregate as agg
-from xsafety.report import html, markdown, plots
+from xsafety.report import html, markdown, plots, variants
 from xsafety.report.build import ReportData, compute, write_tables
 from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
 
@@ -28,25 +36,63 @@ def build_report(
     n_boot: int = DEFAULT_B,
     seed: int = DEFAULT_SEED,
     calibration: str | Path | None = None,
+    stamp: str | None = None,
 ) -> Path:
     """Write a run's report folder (``run_dir/report`` unless ``out_dir``) and return its path.
 
     The folder holds ``tables/*.parquet|csv``, ``summary.md``, one ``<locale>.md`` per locale,
-    heatmap PNGs and a self-contained ``index.html``.
+    heatmap PNGs, a self-contained ``index.html`` and, with several variants, ``variants.*``.
     """
     data = compute(
         run_dir, policy, thresholds=thresholds, primary_judge=primary_judge, n_boot=n_boot, seed=seed,
         calibration=calibration,
     )
-    return write_report(data, Path(out_dir) if out_dir is not None else Path(run_dir) / "report")
+    return write_report(data, Path(out_dir) if out_dir is not None else Path(run_dir) / "report", stamp=stamp)
 
 
-def write_report(data: ReportData, out: Path) -> Path:
-    """Write a computed report into folder ``out`` (created) and return it."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_tables(data, out)
-    images = plots.write_heatmaps(data, out)
-    markdown.write_markdown(data, out, images)
-    html.write_index(data, out, images)
+STAMP_FILE = ".stamp"
+
+
+def write_report(data: ReportData, out: Path, *, stamp: str | None = None) -> Path:
+    """Write a computed report as folder ``out`` (replacing it whole) and return it.
+
+    ``stamp`` (from ``xsafety run``) is kept in the folder as ``.stamp``; see ``read_stamp``.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        write_tables(data, tmp)
+        # Before the pages: they link the variant-effects page when it is there.
+        variants.write_variant_effects(data, tmp)
+        images = plots.write_heatmaps(data, tmp)
+        markdown.write_markdown(data, tmp, images)
+        html.write_index(data, tmp, images)
+        if stamp is not None:
+            (tmp / STAMP_FILE).write_text(stamp + "\n", encoding="utf-8")
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     log.info("report written to %s", out)
     return out
+
+
+def _swap(new: Path, out: Path) -> None:
+    """Put folder ``new`` in the place of ``out``: a rename each, the old folder removed after."""
+    os.chmod(new, 0o755)  # mkdtemp makes it private; a report is for reading
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_stamp(out: Path) -> str | None:
+    """The stamp a report folder was built with, or None (absent, or built by ``xsafety report``)."""
+    try:
+        return (Path(out) / STAMP_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None

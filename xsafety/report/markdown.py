@@ -248,9 +248,7 @@ def variants_file(data: "ReportData", out: Path) -> str | None:
     """The variant-effects page (``xsafety.report.variants``) to link from the report folder ``out``, or None.
 
     Linked only when the run's current responses have several variants, so a page left from an
-    earlier config is not. The orchestrator writes the page right after the report, so on a run's
-    first report it is not there yet: in the run's own report folder a base variant in ``run.json``
-    says it is coming.
+    earlier config is not. ``xsafety.report.folder`` writes the page before the pages that link it.
     """
     if data.primary.is_empty() or data.primary.get_column("variant").n_unique() < 2:
         return None

@@ -20,10 +20,9 @@ from typing import Any
 
 import polars as pl
 
-from xsafety.report.aggregate import METRICS, Thresholds, paired_diff, primary_frame
+from xsafety.report.aggregate import METRICS, Thresholds, paired_diff
+from xsafety.report.build import ReportData
 from xsafety.report.csvsafe import write_csv
-from xsafety.report.frame import load_run
-from xsafety.report.policy import load_policy
 from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
 
 VARIANT_PAIR_KEY = ["model", "base_set", "base_id", "attack", "locale"]
@@ -116,11 +115,11 @@ def _fmt(row: dict[str, Any]) -> str:
     )
 
 
-def write_variant_effects(run_dir: str | Path, report_dir: str | Path, base: str, policy: str | None = None) -> Path | None:
-    """Compute variant effects for a run and write them beside the report; None with one variant."""
-    run = load_run(run_dir)
-    primary = primary_frame(run, load_policy(policy))
-    if primary.is_empty() or primary.get_column("variant").n_unique() < 2:
+def write_variant_effects(data: ReportData, report_dir: str | Path) -> Path | None:
+    """Variant effects against the run's base variant (``run.json``), written into the report
+    folder; None with one variant or no base variant recorded."""
+    primary, base = data.primary, data.run.info.base_variant
+    if base is None or primary.is_empty() or primary.get_column("variant").n_unique() < 2:
         return None
     effects = variant_effects(primary, base)
     out = Path(report_dir)
