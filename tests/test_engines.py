@@ -402,7 +402,7 @@ def test_chat_engine_translates_and_flags_refusals_and_answers(chat_server: str)
     assert long.meta["answered"] is True and "longer" in long.meta["reason"]
     system = _ChatHandler.seen[-1]["messages"][0]["content"]
     assert "<translation>" in system and "Translate ONLY" in system
-    assert engine.signature("en", "es").startswith("chat|model:openai|")
+    assert engine.signature("en", "es").startswith("chat|impl:1|model:openai|impl:1|")
 
 
 def test_chat_template_edit_changes_the_signature(chat_server: str, tmp_path: Path) -> None:

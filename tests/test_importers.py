@@ -57,7 +57,7 @@ def test_xsafety_parallel_gives_2800_prompts_and_9_reference_locales() -> None:
     rec = load_reference_records("xsafety", "de")["xsafety-Insult-0007"]
     assert isinstance(rec, Translation) and rec.accepted
     assert rec.text == rows[7]["de"].strip() and rec.source == rows[7]["en"].strip()
-    assert rec.engine == signature("reference", source="xsafety") == "reference|source:xsafety"
+    assert rec.engine == signature("reference", source="xsafety") == "reference|impl:1|source:xsafety"
     assert rec.key == stable_hash("reference", "xsafety", "xsafety-Insult-0007", "de", rec.text)
 
 

@@ -11,9 +11,11 @@ import polars as pl
 import pytest
 
 from xsafety.errors import InputError
+from xsafety.records import Response
 from xsafety.report import build_report, compute
 from xsafety.report.synthetic import SYNTH_JUDGE, random_run
 from xsafety.report.validity import Calibration, Confusion, write_calibration
+from xsafety.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,8 @@ def test_config_names_the_calibration_relative_to_the_config(run: Path, calibrat
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     (copy / "run.json").write_text(json.dumps(info))
+    # A run.json with a config is a directory `xsafety run` made: it has its cells.
+    (copy / "cells.json").write_text(json.dumps({"responses": sorted(Store(copy).table(Response).keys())}))
     data = compute(copy, n_boot=50)
     assert data.summary.filter(pl.col("locale") == "es")["n_labels"].to_list() == [160]
     info["config"] = {"report": {"calibration": "missing.json"}}
@@ -85,15 +89,16 @@ def test_config_names_the_calibration_relative_to_the_config(run: Path, calibrat
 
 
 def test_run_config_names_a_calibration_file(calibration: Path, tmp_path: Path) -> None:
-    from xsafety.config import load_config, validate_names
+    from xsafety.config import load_config
+    from xsafety.plan import validate
 
     shutil.copy(calibration, tmp_path / "cal.json")
     cfg = tmp_path / "run.toml"
     cfg.write_text('[run]\nlocales = ["es"]\n\n[report]\ncalibration = "cal.json"\n')
     config = load_config(cfg)
     assert config.calibration == "cal.json"
-    validate_names(config, ["en", "es"])
+    validate(config, ["en", "es"])
     cfg.write_text('[run]\nlocales = ["es"]\n\n[report]\ncalibration = "gone.json"\n')
     with pytest.raises(InputError) as err:
-        validate_names(load_config(cfg), ["en", "es"])
+        validate(load_config(cfg), ["en", "es"])
     assert "run.toml:5" in str(err.value) and "report.calibration" in str(err.value) and "gone.json" in str(err.value)

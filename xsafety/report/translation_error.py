@@ -47,7 +47,7 @@ def translation_info(run: RunData) -> pl.DataFrame:
              if r["locale"] != ENGLISH}
     if not pairs:
         return pl.DataFrame(schema=INFO_SCHEMA)
-    found: dict[tuple[str, str, str], Translation] = _translations_for(Store(run.run_dir), pairs)
+    found: dict[tuple[str, str, str], Translation] = _translations_for(Store(run.run_dir))
     rows = [
         {"set": k[0], "prompt_id": k[2], "locale": k[1], "tr_quality": t.quality, "tr_engine": engine_name(t.engine),
          "tr_back": bool(t.back), "tr_exempt": _exempt_gates(t)}
