@@ -327,3 +327,31 @@ def test_dropping_a_locale_rebuilds_the_report_without_it(finished: tuple[Path, 
     assert result.ok and not result.models_loaded and result.report_rebuilt
     locales = set(pl.read_csv(copy / "report" / "tables" / "rates_locale.csv")["locale"])
     assert locales == {"en"}
+
+
+def test_dry_run_estimates_time_from_this_machines_earlier_runs(finished: tuple[Path, Any], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch, tiny_llama: Path) -> None:
+    """Issue 13 item 5: the dry run says how long each stage should take here, or that it cannot."""
+    from xsafety import throughput
+
+    run_dir, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    cfg = write_config(tmp_path / "run.toml", copy, tiny_llama, ["en", "es"], limit=LIMIT + 1)
+    _forbid_loading(monkeypatch)
+    monkeypatch.setenv("COLUMNS", "300")
+
+    def generate_row() -> list[str]:
+        out = CliRunner().invoke(app, ["run", str(cfg), "--dry-run"])
+        assert out.exit_code == 0, out.output
+        line = next(x for x in out.output.splitlines() if x.strip("│┃ ").startswith("generate"))
+        return [c.strip() for c in line.strip("│┃ ").split("│")]
+
+    row = generate_row()
+    todo = int(row[4].split()[0])
+    assert todo > 0 and row[-1] == "no estimate yet"
+    signature = next(iter(Store(copy).table(Response).load().values())).model
+    throughput.record("generate", signature, items=10, seconds=20.0, tokens=400)
+    row = generate_row()
+    expected = throughput.format_seconds(todo * 2.0)
+    assert row[-1] == f"~{expected} (from 1 earlier run here, 20 tok/s)"

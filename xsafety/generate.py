@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from rich.progress import Progress
 
+from xsafety import throughput
 from xsafety.models.base import ChatModel, ChatRequest, ChatResult
 from xsafety.progress import progress_bar
 from xsafety.records import Record, Response, stable_hash
@@ -127,17 +128,24 @@ def generate(
     return _generate(store, model, items, progress)
 
 
-def _generate(store: Store, model: ChatModel, items: Sequence[GenItem], progress: Progress | None) -> GenSummary:
-    sig = model.signature()
-    summary = GenSummary()
+def pending(store: Store, sig: str, items: Sequence[GenItem]) -> tuple[dict[str, GenItem], int]:
+    """(response key -> item for every item not answered yet, number already answered)."""
     stored = store.table(Response).keys()
     wanted: dict[str, GenItem] = {}
+    cached = 0
     for item in items:
         key = response_key(sig, item)
         if key in stored:
-            summary.cached += 1
+            cached += 1
         elif key not in wanted:
             wanted[key] = item
+    return wanted, cached
+
+
+def _generate(store: Store, model: ChatModel, items: Sequence[GenItem], progress: Progress | None) -> GenSummary:
+    sig = model.signature()
+    summary = GenSummary()
+    wanted, summary.cached = pending(store, sig, items)
     if not wanted:
         return summary
     log.info("generating %d responses with %s (%d cached)", len(wanted), sig, summary.cached)
@@ -164,6 +172,8 @@ def _generate(store: Store, model: ChatModel, items: Sequence[GenItem], progress
 
         model.chat(requests, on_result=on_result)
     summary.seconds = time.perf_counter() - started
+    # What this machine managed, for the time estimates of later dry runs.
+    throughput.record("generate", sig, summary.new, summary.seconds, tokens=summary.completion_tokens)
     return summary
 
 

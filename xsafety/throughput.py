@@ -107,13 +107,19 @@ def estimate(kind: str, signature: str | None, items: int) -> Estimate | None:
     )
 
 
+def format_seconds(seconds: float) -> str:
+    """``42 s``, ``4 min 10 s`` or ``2 h 5 min``: the precision an estimate deserves."""
+    total = round(seconds)
+    if total >= 3600:
+        return f"{total // 3600} h {total % 3600 // 60} min"
+    return f"{total // 60} min {total % 60} s" if total >= 60 else f"{total} s"
+
+
 def describe(estimate_: Estimate | None, what: str) -> str:
     """One line for a dry run: ``~4 min 10 s (from 2 runs, 704 items, 213 tok/s)`` or why not."""
     if estimate_ is None:
         return f"{what}: no estimate (no earlier run of this component on this machine)"
-    total = round(estimate_.seconds)
-    span = f"{total // 3600} h {total % 3600 // 60} min" if total >= 3600 else (
-        f"{total // 60} min {total % 60} s" if total >= 60 else f"{total} s")
+    span = format_seconds(estimate_.seconds)
     rate = f", {estimate_.tokens_per_s:.0f} tok/s" if estimate_.tokens_per_s else ""
     runs = "run" if estimate_.runs == 1 else "runs"
     return f"{what}: ~{span} for {estimate_.items} items (from {estimate_.runs} earlier {runs} on this machine, {estimate_.measured} items{rate})"

@@ -24,6 +24,7 @@ def run_command(
     config: Path = typer.Argument(None, help="Run config (TOML). Without it: the built-in default run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what each stage would compute; load and write nothing."),
     run_dir: Path = typer.Option(None, "--run-dir", help="Run directory (overrides the config's run dir)."),
+    sample: str | None = typer.Option(None, "--sample", help="N[:alert|source[:SEED]]: overrides the config's [run] sample."),
 ) -> None:
     """Run the whole evaluation: translations if missing, generation, judging, report."""
     from xsafety.config import load_config
@@ -33,6 +34,10 @@ def run_command(
         cfg = load_config(config)
         if run_dir is not None:
             cfg = dataclasses.replace(cfg, run_dir=run_dir)
+        if sample is not None:
+            from xsafety.sampling import parse_sample
+
+            cfg = dataclasses.replace(cfg, sample=parse_sample(sample, field="--sample"))
         result = run(cfg, dry_run=dry_run)
     except XSafetyError as exc:
         fail(str(exc))
@@ -54,7 +59,7 @@ def plan_table(plan: "Plan") -> Table:
     """The dry-run table: per stage, what exists and what would be computed."""
     table = Table(title=f"plan for {plan.config.run_dir} (locales: {', '.join(plan.locales)})")
     for name, justify in (("stage", "left"), ("what", "left"), ("planned", "right"), ("stored", "right"),
-                          ("to compute", "right"), ("note", "left")):
+                          ("to compute", "right"), ("note", "left"), ("estimated time", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     by_locale: dict[str, int] = {}
     for need in plan.translations:
@@ -75,15 +80,31 @@ def plan_table(plan: "Plan") -> Table:
         note = "" if mp.exact else "model not yet run here: upper bound"
         if mp.failed:
             note = f"{mp.failed} failed before (retried)"
-        table.add_row("generate", mp.model.name, str(len(mp.items)), str(mp.stored), f"{len(mp.todo)}{after}", note)
+        table.add_row("generate", mp.model.name, str(len(mp.items)), str(mp.stored), f"{len(mp.todo)}{after}", note,
+                      _estimate("generate", mp.signature, len(mp.todo)))
     from xsafety.plan import modes_for
 
     per_model = sum(n * len(modes_for(loc, plan.config.judge_modes)) for loc, n in pending.items())
     judge_after = f" + up to {per_model * len(plan.models)} after translation" if per_model else ""
     for jp in plan.judges:
         note = "" if jp.exact else "judge not yet run here: upper bound"
-        table.add_row("judge", jp.name, str(jp.planned), str(jp.stored), f"{jp.todo}{judge_after}", note)
+        table.add_row("judge", jp.name, str(jp.planned), str(jp.stored), f"{jp.todo}{judge_after}", note,
+                      _estimate("judge", jp.signature, jp.todo))
     return table
+
+
+def _estimate(kind: str, signature: str | None, todo: int) -> str:
+    """Expected time for ``todo`` items from this machine's earlier runs of the same component."""
+    from xsafety import throughput
+
+    if not todo:
+        return ""
+    found = throughput.estimate(kind, signature, todo)
+    if found is None:
+        return "no estimate yet" if signature else "no estimate (not run here yet)"
+    rate = f", {found.tokens_per_s:.0f} tok/s" if found.tokens_per_s else ""
+    runs = "run" if found.runs == 1 else "runs"
+    return f"~{throughput.format_seconds(found.seconds)} (from {found.runs} earlier {runs} here{rate})"
 
 
 def _print_done(result: "RunResult") -> None:

@@ -37,6 +37,7 @@ from typing import Any
 
 import polars as pl
 
+from xsafety import throughput
 from xsafety.judges.base import COMPLIANCE, Judge, JudgeInput, JudgeOutput, finalize
 from xsafety.progress import progress_bar
 from xsafety.records import Prompt, Response, Translation, Verdict, stable_hash
@@ -247,6 +248,8 @@ def judge_run(
                 rate = len(chunk) / max(time.perf_counter() - t0, 1e-9)
                 bar.advance(len(chunk), rate=f"{rate:.1f} it/s")
     summary.seconds = time.perf_counter() - started
+    # What this machine managed, for the time estimates of later dry runs.
+    throughput.record("judge", sig, summary.new, summary.seconds)
     return summary
 
 
