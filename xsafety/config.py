@@ -10,6 +10,7 @@ reference is in ``scripts/configs/README.md``; in short::
     sets = ["builtin"]
     locales = "committed"            # or a list: ["en", "es", "sw"]; "en" is always added first
     limit = 0                        # first N prompts of each set (0: all)
+    sample = {per_category = 3, by = "alert", seed = 0}   # optional: a stratified sample (before limit)
     judges = ["default"]             # judge names (judges/<name>.toml) or TOML paths
     primary_judge = "default"        # the judge whose native verdicts the report leads with
     judge_modes = ["native", "back-translated"]
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from xsafety.errors import ConfigError, InputError
+from xsafety.sampling import Sample, parse_sample
 # DEFAULT_MAX_NEW_TOKENS (models.base) is sized so that the built-in run (SmolLM2 on ~750 prompts,
 # 2 CPU cores) ends within 15 minutes.
 from xsafety.models.base import DEFAULT_MAX_NEW_TOKENS, Decoding
@@ -88,6 +90,7 @@ SCHEMA: dict[str, dict[str, str]] = {
         "sets": "list[str]",
         "locales": "list[str]|committed",
         "limit": "int",
+        "sample": "table",
         "judges": "list[str]",
         "primary_judge": "str",
         "judge_modes": "list[str]",
@@ -153,6 +156,8 @@ class RunConfig:
     sets: tuple[str, ...] = ("builtin",)
     locales: tuple[str, ...] = (COMMITTED,)
     limit: int = 0
+    # A stratified sample of each set, taken before ``limit`` (None: every prompt).
+    sample: Sample | None = None
     judges: tuple[str, ...] = ("default",)
     primary_judge: str = "default"
     judge_modes: tuple[str, ...] = JUDGE_MODES
@@ -247,6 +252,8 @@ class _Parser:
             ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
         elif kind == "list[attack]":
             ok = isinstance(value, list) and all(isinstance(v, (str, dict)) for v in value)
+        elif kind == "table":
+            ok = isinstance(value, dict)
         elif kind == "scalar":
             ok = isinstance(value, (str, int, float, bool))
         else:  # pragma: no cover - the schema above is the only source of kinds
@@ -258,6 +265,7 @@ class _Parser:
                 "list[attack]": "a list of attack names or {name = ..., stage = ...} tables",
                 "list[str]": "a list of strings",
                 "scalar": "a string, number or boolean",
+                "table": "a table like {per_category = 3, by = \"alert\", seed = 0}",
             }.get(kind, f"a {kind}")
             raise self.err(f"must be {wanted}, not {type(value).__name__} {value!r}", section, key, index)
         return value
@@ -315,6 +323,14 @@ def parse_config(data: dict[str, Any], *, text: str = "", source: str = "") -> R
     limit = run.get("limit", 0)
     if limit < 0:
         raise p.err("must be 0 (all prompts) or a positive number", "run", "limit")
+    sample = None
+    if "sample" in run:
+        try:
+            sample = parse_sample(run["sample"], field="run.sample")
+        except ConfigError as exc:
+            # parse_sample knows the field; the parser knows the file and line.
+            line = p.loc.line("run", "sample", 0)
+            raise ConfigError(exc.message, file=p.source or None, line=line, field=exc.field) from None
     judges = tuple(run.get("judges", ["default"]))
     if not judges:
         raise p.err("needs at least one judge", "run", "judges")
@@ -364,6 +380,7 @@ def parse_config(data: dict[str, Any], *, text: str = "", source: str = "") -> R
         sets=sets,
         locales=locales,
         limit=limit,
+        sample=sample,
         judges=judges,
         primary_judge=primary,
         judge_modes=modes,
@@ -656,6 +673,7 @@ def generation_config(
     system_prompt: str | None = None,
     limit: int | None = None,
     options: dict[str, Any] | None = None,
+    sample: Sample | None = None,
 ) -> RunConfig:
     """The one-model run config ``xsafety generate`` asks with: no attack, one variant (the run's
     default ``none``, or one with the given system prompt), so that its items and response keys
@@ -670,6 +688,7 @@ def generation_config(
         sets=(set_name,),
         locales=locales,
         limit=limit or 0,
+        sample=sample,
         models=(ModelConfig(model, model, {k: v for k, v in (options or {}).items() if v is not None}),),
         decoding=decoding,
         variants=(variant,),

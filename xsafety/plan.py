@@ -93,12 +93,17 @@ def set_name_of(name_or_path: str) -> str:
 
 
 def load_prompts(config: RunConfig) -> dict[str, list[Prompt]]:
-    """Stored set name -> the prompts the run uses (the first ``limit`` of each set)."""
+    """Stored set name -> the prompts the run uses: the config's stratified ``sample`` of each set
+    (when given), then the first ``limit`` of those (a sample is the population a limit trims, so
+    "sample 3 per category, limit 10" is a quick look at the start of a balanced sample)."""
+    from xsafety.sampling import stratified_sample
     from xsafety.taxonomy import load_set
 
     out: dict[str, list[Prompt]] = {}
     for name in config.sets:
         prompts = load_set(name)
+        if config.sample is not None:
+            prompts = stratified_sample(prompts, config.sample)
         if config.limit:
             prompts = prompts[: config.limit]
         if prompts:

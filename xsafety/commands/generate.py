@@ -44,6 +44,7 @@ def generate_command(
     concurrency: int | None = typer.Option(None, "--concurrency", help="Requests in flight (openai: models; default 16)."),
     api_key_env: str | None = typer.Option(None, "--api-key-env", help="NAME of the environment variable holding the API key."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N prompts of the set."),
+    sample: str | None = typer.Option(None, "--sample", help="A stratified sample N[:alert|source[:SEED]]: N prompts per category (before --limit)."),
     device: str | None = typer.Option(None, "--device", help="Local models: auto, cpu, cuda, cuda:1 ..."),
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Local models: token budget per batch."),
 ) -> None:
@@ -55,12 +56,14 @@ def generate_command(
     from xsafety.models.spec import parse_spec
     from xsafety.plan import TranslationIndex, make_plan, resolve, snapshot_inputs
     from xsafety.runinfo import SignatureBook
+    from xsafety.sampling import parse_sample
     from xsafety.store import Store
 
     try:
         wanted = _locales(locales)
         if limit is not None and limit < 1:
             raise InputError("--limit must be at least 1", field="limit")
+        stratum = None if sample is None else parse_sample(sample, field="--sample")
         # Every option is checked before a prompt is loaded or a model built, and nothing is
         # stored on a bad value (a negative token budget or top_p 7 once reached the records).
         for name, problem in decoding_problems(max_new_tokens, temperature, top_p, seed):
@@ -82,7 +85,8 @@ def generate_command(
         options = {"concurrency": concurrency, "api_key_env": api_key_env, "device": device, "batch_tokens": batch_tokens}
         decoding = Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
         config = generation_config(model, set_name, tuple(wanted), Path(run), decoding=decoding,
-                                   system_prompt=system_prompt, limit=limit, options=options)
+                                   system_prompt=system_prompt, limit=limit, options=options,
+                                   sample=stratum)
         work = resolve(config, wanted)
         store, book, index = Store(run), SignatureBook(run), TranslationIndex(Path(run))
         plan = make_plan(work, store, book, index)

@@ -74,8 +74,10 @@ def main(
     no_gate: list[str] = typer.Option([], "--no-gate", help="Gate(s) to switch off (repeatable or comma-separated)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: the repository's translations/ or ~/.xsafety/translations)."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N prompts."),
+    sample: str | None = typer.Option(None, "--sample", help="A stratified sample N[:alert|source[:SEED]]: N prompts per category (before --limit)."),
 ) -> None:
     """Translate a set into locales with quality gates; prints a per-locale table."""
+    from xsafety.sampling import parse_sample, stratified_sample
     from xsafety.taxonomy import load_set
     from xsafety.translate import translate_set
 
@@ -83,7 +85,11 @@ def main(
         wanted = split_list(locales)
         if not wanted:
             raise InputError("no locales given", field="locales")
+        stratum = None if sample is None else parse_sample(sample, field="--sample")
         prompts = load_set(set_name)
+        if stratum is not None:
+            # The same sample as a run config's [run] sample, so a run finds these translations.
+            prompts = stratified_sample(prompts, stratum)
         if limit is not None:
             prompts = prompts[: max(0, limit)]
         results = translate_set(prompts, wanted, engine=engine, out_dir=out, **_options(model, fallback, back_engine, gate, no_gate))
