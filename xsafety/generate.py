@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rich.progress import Progress
 
 from xsafety import throughput
+from xsafety.batchfile import read_results, write_requests
+from xsafety.errors import InputError
 from xsafety.models.base import ChatModel, ChatRequest, ChatResult
 from xsafety.progress import progress_bar
 from xsafety.records import Record, Response, stable_hash
@@ -83,19 +86,26 @@ class GenSummary:
 def response_key(model_signature: str, item: GenItem) -> str:
     """The key of an item's response: model signature, the item's identity and its exact messages.
 
-    The identity (set, prompt, locale, attack, variant) is in the key as well as the messages, so
-    two items that happen to send the same text (an attack that leaves a prompt unchanged) keep
-    separate records instead of one shadowing the other.
+    The identity (prompt, locale, attack, variant) is in the key as well as the messages, so two
+    items that happen to send the same text (an attack that leaves a prompt unchanged) keep
+    separate records instead of one shadowing the other. The set's name is not: a subset of a set
+    (same ids, same texts) imported under another name reuses the full set's responses.
     """
+    return response_key_of(model_signature, item.prompt_id, item.locale, item.attack, item.variant, item.messages)
+
+
+def response_key_of(
+    model_signature: str, prompt_id: str, locale: str, attack: str, variant: str, messages: Sequence[dict[str, str]]
+) -> str:
+    """``response_key`` from its parts (``xsafety migrate`` re-keys stored responses with it)."""
     return stable_hash(
         "response",
         model_signature,
-        item.set,
-        item.prompt_id,
-        item.locale,
-        item.attack,
-        item.variant,
-        [dict(m) for m in item.messages],
+        prompt_id,
+        locale,
+        attack,
+        variant,
+        [dict(m) for m in messages],
     )
 
 
@@ -174,6 +184,69 @@ def _generate(store: Store, model: ChatModel, items: Sequence[GenItem], progress
     summary.seconds = time.perf_counter() - started
     # What this machine managed, for the time estimates of later dry runs.
     throughput.record("generate", sig, summary.new, summary.seconds, tokens=summary.completion_tokens)
+    return summary
+
+
+def emit_batch(store: Store, model: ChatModel, items: Sequence[GenItem], path: str | Path) -> tuple[int, int]:
+    """Write every item not answered yet as an OpenAI batch input file (``custom_id`` = the
+    response key); returns (requests written, items already answered).
+
+    Only a model that can say what body it would send (the ``openai:`` backend) can do this.
+    """
+    body_of = getattr(model, "request_body", None)
+    if body_of is None:
+        raise InputError(
+            "a batch file needs an openai: model spec (its served name and decoding go in each request)",
+            field="--model",
+        )
+    sig = model.signature()
+    wanted, cached = pending(store, sig, items)
+    written = write_requests(path, ((key, body_of(ChatRequest(id=key, messages=item.messages))) for key, item in wanted.items()))
+    return written, cached
+
+
+def import_batch(
+    store: Store, model: ChatModel, items: Sequence[GenItem], path: str | Path, before_write: Callable[[], None] | None = None
+) -> GenSummary:
+    """Store the results of a batch job (``vllm run-batch`` or a hosted batch API) as responses
+    with the keys this model and these items give, exactly as if xsafety had asked.
+
+    The whole file is checked first: a malformed line, or a result for a request this command
+    would not make (another model, other decoding, other prompts), stops the import with its file
+    and line and stores nothing (``before_write`` runs only once the file has passed). Results for
+    items answered since are skipped; failed lines are stored as failed attempts, which the next
+    run or batch tries again.
+    """
+    sig = model.signature()
+    results = read_results(path)
+    wanted, cached = pending(store, sig, items)
+    answered = store.table(Response).keys()
+    for result in results:
+        if result.custom_id not in wanted and result.custom_id not in answered:
+            raise InputError(
+                f"{result.custom_id!r} is not a request of this command (written for another model, "
+                "decoding, set or locale? use the options the batch was emitted with)",
+                file=path, line=result.line, field="custom_id",
+            )
+    summary = GenSummary(cached=cached)
+    fresh = [r for r in results if r.custom_id in wanted]
+    if before_write is not None:
+        before_write()
+    with store.table(Response).writer() as ok_out, store.table(ResponseError).writer() as err_out:
+        for r in fresh:
+            item = wanted[r.custom_id]
+            result = ChatResult(id=r.custom_id, text=r.text, finish_reason=r.finish_reason,
+                                prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, error=r.error)
+            if result.error:
+                summary.failed += 1
+                if len(summary.errors) < 5:
+                    summary.errors.append(result.error)
+                err_out.write(_error_record(sig, item, result))
+            else:
+                summary.new += 1
+                summary.prompt_tokens += result.prompt_tokens or 0
+                summary.completion_tokens += result.completion_tokens or 0
+                ok_out.write(_response_record(sig, item, result))
     return summary
 
 

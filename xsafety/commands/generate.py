@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import typer
-
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
 
 from xsafety.commands.common import fail, legacy_run_option, pick_run_dir, split_list
 from xsafety.errors import InputError, XSafetyError
 from xsafety.models.base import DEFAULT_MAX_NEW_TOKENS
 from xsafety.validate import decoding_problems, model_option_problem, spec_problem
+
+if TYPE_CHECKING:
+    from xsafety.models import Decoding
+    from xsafety.plan import ModelPlan, TranslationIndex, Work
+    from xsafety.runinfo import SignatureBook
+    from xsafety.store import Store
 
 
 def _locales(value: str) -> list[str]:
@@ -47,6 +54,8 @@ def generate_command(
     sample: str | None = typer.Option(None, "--sample", help="A stratified sample N[:alert|source[:SEED]]: N prompts per category (before --limit)."),
     device: str | None = typer.Option(None, "--device", help="Local models: auto, cpu, cuda, cuda:1 ..."),
     batch_tokens: int | None = typer.Option(None, "--batch-tokens", help="Local models: token budget per batch."),
+    emit_batch: Path | None = typer.Option(None, "--emit-batch", help="Write the pending requests as an OpenAI batch JSONL file (for `vllm run-batch` or a hosted batch API) instead of asking the server."),
+    import_batch: Path | None = typer.Option(None, "--import-batch", help="Store the results file of a batch job written by --emit-batch (same options) as responses."),
 ) -> None:
     """Generate responses for the accepted prompts of a set in each locale, resuming where a run stopped."""
     run = pick_run_dir(run_dir, run)
@@ -104,6 +113,9 @@ def generate_command(
                 )
         if not items:
             raise InputError(f"nothing to generate for set {set_name!r} in {', '.join(wanted)}", field="locales")
+        if emit_batch is not None or import_batch is not None:
+            _batch(work, store, book, index, mp, decoding, emit_batch, import_batch)
+            return
         # Unset options are dropped; a set one the backend cannot use is an error.
         chat_model = load_model(model, decoding, **mp.model.options)
         try:
@@ -125,4 +137,41 @@ def generate_command(
         for error in summary.errors:
             typer.secho(f"  {error}", fg="red", err=True)
         typer.secho("some items failed: rerun the same command to retry just those", fg="red", err=True)
+        raise typer.Exit(1)
+
+
+def _batch(work: "Work", store: "Store", book: "SignatureBook", index: "TranslationIndex", mp: "ModelPlan",
+           decoding: "Decoding", emit: Path | None, results: Path | None) -> None:
+    """``--emit-batch`` / ``--import-batch``: hand the pending requests to a batch job, or store its results."""
+    from xsafety.generate import emit_batch, import_batch
+    from xsafety.models import load_model
+    from xsafety.models.spec import parse_spec
+    from xsafety.plan import snapshot_inputs
+
+    if emit is not None and results is not None:
+        raise InputError("give --emit-batch or --import-batch, not both", field="--import-batch")
+    if parse_spec(mp.model.spec).kind != "openai":
+        raise InputError("a batch file needs an openai:MODEL@URL spec (the URL is not contacted)", field="--model")
+    chat_model = load_model(mp.model.spec, decoding, **mp.model.options)
+
+    def record_inputs() -> None:
+        # What the run directory needs to be read without this command: the inputs and the signature.
+        snapshot_inputs(work, store, index)
+        book.put(mp.fingerprint, chat_model.signature())
+
+    with store.locked():
+        if emit is not None:
+            record_inputs()
+            written, cached = emit_batch(store, chat_model, mp.items, emit)
+            typer.echo(f"{written} requests written to {emit} ({cached} already answered); run the batch, then "
+                       f"`xsafety generate` with the same options and --import-batch RESULTS.jsonl")
+            return
+        assert results is not None
+        # Nothing is written before the whole results file has been checked.
+        summary = import_batch(store, chat_model, mp.items, results, before_write=record_inputs)
+    typer.echo(f"{summary.new} responses stored, {summary.failed} failed, {summary.cached} already answered")
+    if summary.failed:
+        for error in summary.errors:
+            typer.secho(f"  {error}", fg="red", err=True)
+        typer.secho("failed requests are retried by the next run, or emit a new batch for just those", fg="red", err=True)
         raise typer.Exit(1)

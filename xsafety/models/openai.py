@@ -259,6 +259,11 @@ class OpenAIChatModel:
         self._next += 1
         return url
 
+    def request_body(self, request: ChatRequest) -> dict[str, Any]:
+        """The chat-completions body this model sends for ``request``: also the ``body`` of an
+        OpenAI batch file line, so a batch job asks exactly what a live run would."""
+        return self._payload(request)
+
     def _payload(self, request: ChatRequest) -> dict[str, Any]:
         d = self.decoding
         payload: dict[str, Any] = {
