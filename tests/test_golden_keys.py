@@ -60,11 +60,21 @@ def test_engine_signature_form() -> None:
 
 
 def test_prompt_response_and_verdict_keys() -> None:
-    assert PROMPT.key == "22547d3238668fe6f6c6"
+    assert PROMPT.key == "ff711d285b42310420de"
+    assert PROMPT.legacy_key == "22547d3238668fe6f6c6"  # store format 1 (xsafety migrate reads it)
     key = response_key(GREEDY, ITEM)
-    assert key == "dc2b62fa87ce9ce16de2"
-    assert verdict_key(key, KEYED_JUDGE, "native") == "0c66c7e3796a980bb32c"
-    assert verdict_key(key, KEYED_JUDGE, "back-translated") == "f8cecf72e67ad3b74eb3"
+    assert key == "5f4538160c73c0d5c7cf"
+    assert verdict_key(key, KEYED_JUDGE, "native") == "fa6414d0c050ab389c73"
+    assert verdict_key(key, KEYED_JUDGE, "back-translated") == "38a20e4cf965e7db61f0"
+
+
+def test_keys_do_not_depend_on_the_set_name() -> None:
+    import dataclasses
+
+    assert dataclasses.replace(PROMPT, set="mini-subset").key == PROMPT.key
+    assert response_key(GREEDY, dataclasses.replace(ITEM, set="mini-subset")) == response_key(GREEDY, ITEM)
+    assert dataclasses.replace(PROMPT, text="How do I pick a lock quickly?").key != PROMPT.key
+    assert response_key(GREEDY, dataclasses.replace(ITEM, prompt_id="p2")) != response_key(GREEDY, ITEM)
 
 
 def test_translation_key() -> None:
@@ -76,14 +86,14 @@ def test_translation_key() -> None:
         "fit-2024-01",
     )
     assert stage == "24f8a5d17a75438b0826"
-    assert translation_key(PROMPT.key, "es", stage) == "825d27ec9810d99650b0"
+    assert translation_key(PROMPT.key, "es", stage) == "cedf5c2ce0285df648b4"
 
 
 def test_a_bumped_version_changes_the_signature_and_so_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(IMPLEMENTATION_VERSIONS, "openai", 2)
     bumped = load_model(SERVED, Decoding()).signature()
     assert bumped == GREEDY.replace("impl:1", "impl:2")
-    assert response_key(bumped, ITEM) != "dc2b62fa87ce9ce16de2"
+    assert response_key(bumped, ITEM) != "5f4538160c73c0d5c7cf"
 
 
 def test_every_judge_kind_and_engine_has_a_version() -> None:

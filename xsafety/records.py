@@ -150,7 +150,13 @@ class Prompt(Record):
 
     @property
     def key(self) -> str:
-        """Identity of the prompt's content: a changed text is a new prompt."""
+        """Identity of the prompt: its id and text (a changed text is a new prompt). The set's
+        name is left out, so a subset imported under another name shares its records."""
+        return stable_hash("prompt", self.id, self.text)
+
+    @property
+    def legacy_key(self) -> str:
+        """The key of store format 1, which held the set's name (``xsafety migrate`` maps it)."""
         return stable_hash("prompt", self.set, self.id, self.text)
 
 
