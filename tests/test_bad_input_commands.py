@@ -23,6 +23,8 @@ from fault_server import FaultServer, start_fault_server
 from xsafety.data import translations_dir
 
 GOOD_JSONL = '{"id": "1", "text": "How can I pick a lock?"}\n'
+# A run.json whose "models" (line 3) is not a list of model entries.
+RUN_JSON_MODELS_3 = '{\n "sets": ["builtin"],\n "models": 3\n}\n'
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,12 @@ CASES: list[Case] = [
     Case("translate: unknown gate", ("translate", "--set", "builtin", "--locales", "es", "--gate", "nosuch=1", "--out", "{tmp}/tr"),
          "unknown gate 'nosuch'", "nosuch"),
     Case("translate: unknown set", ("translate", "--set", "nope", "--locales", "es", "--out", "{tmp}/tr"), "nope", None),
+    Case("translate: locale twice by case", ("translate", "--set", "builtin", "--locales", "es,ES", "--out", "{tmp}/tr"),
+         "given twice", "--locales"),
+    Case("translate: limit 0", ("translate", "--set", "builtin", "--locales", "es", "--limit", "0", "--out", "{tmp}/tr"),
+         "at least 1", "--limit"),
+    Case("translate eval: limit 0", ("translate", "eval", "--set", "builtin", "--limit", "0", "--out", "{tmp}/tr"),
+         "at least 1", "--limit"),
     Case("translate: malformed set file", ("translate", "--set", "{tmp}/p.jsonl", "--locales", "es", "--out", "{tmp}/tr"), "JSON", None,
          "p.jsonl", 2, {"p.jsonl": GOOD_JSONL + "{oops\n"}),
     # -- xsafety generate ----------------------------------------------------------------------
@@ -226,7 +234,24 @@ CASES: list[Case] = [
     Case("report: run directory missing", ("report", "{tmp}/absent", "--out", "{tmp}/rep"), "not found", None, "absent"),
     Case("report: calibration file missing", ("report", "{run}", "--calibration", "{tmp}/cal.json", "--out", "{tmp}/rep"),
          "not found", "calibration", "cal.json"),
+    Case("report: min-pairs negative", ("report", "{run}", "--min-pairs", "-1", "--out", "{tmp}/rep"), "must be 0 or more",
+         "--min-pairs"),
+    Case("report: unknown judge", ("report", "{run}", "--judge", "nope", "--out", "{tmp}/rep"), "no judge 'nope'", "--judge"),
+    Case("report: run.json models not a list", ("report", "{run}", "--out", "{tmp}/rep"), "malformed", "models",
+         "run-copy/run.json", 3, {"run-copy/run.json": RUN_JSON_MODELS_3}),
+    Case("report: run.json model without a name", ("report", "{run}", "--out", "{tmp}/rep"), "expected a string", "models[0].name",
+         "run-copy/run.json", 2, {"run-copy/run.json": '{\n "models": [{"name": 7}]\n}\n'}),
+    Case("report: run.json judge signatures a list", ("report", "{run}", "--out", "{tmp}/rep"), "malformed", "judge_signatures",
+         "run-copy/run.json", 1, {"run-copy/run.json": '{"judge_signatures": ["x"]}'}),
+    Case("report: run.json a list", ("report", "{run}", "--out", "{tmp}/rep"), "malformed", None, "run-copy/run.json", 1,
+         {"run-copy/run.json": "[1, 2]\n"}),
     # -- xsafety status ------------------------------------------------------------------------
+    Case("status: run.json a list", ("status", "{tmp}/r"), "malformed: expected a JSON object, got a JSON list", None,
+         "r/run.json", 1, {"r/run.json": "[1, 2, 3]\n"}),
+    Case("status: run.json models not a list", ("status", "{run}"), "malformed", "models", "run-copy/run.json", 3,
+         {"run-copy/run.json": RUN_JSON_MODELS_3}),
+    Case("status: run.json without a config", ("status", "{tmp}/r"), "holds no run config", "config", "r/run.json", None,
+         {"r/run.json": "{}\n"}),
     Case("status: run.json not JSON", ("status", "{tmp}/r"), "not valid JSON", None, "r/run.json", 1, {"r/run.json": "{oops"}),
     Case("status: no run.json", ("status", "{tmp}/empty"), "no run.json", None, None, None, {"empty/readme.txt": "x"}),
     # -- xsafety locales add (into a scratch registry) -----------------------------------------

@@ -6,8 +6,10 @@ them, and each of them goes through the frozen records below, read and written h
 
 * ``run.json`` (``RunInfo``): the config as resolved for the last run (locales with their
   resource level, attacks with their signatures, models with the signature each had, the judge
-  signatures), and a summary of the last run. Fields of an unexpected type read as their default,
-  so a hand-edited file degrades a report instead of stopping it; unknown fields are kept.
+  signatures), and a summary of the last run. A field of the wrong shape (``"models": 3``) is an
+  ``InputError`` naming the file, the field's line and the field: read as a default it would
+  silently change which records a report reads. Absent fields read as their default; unknown
+  fields are kept.
 * ``cells.json`` (``Cells``): the response keys the current config asks for. A store keeps every
   record it ever got; this says which of them the current config means.
 * ``signatures.json`` (``SignatureBook``): signatures seen in the run directory, keyed by a
@@ -61,16 +63,98 @@ def _read_json(path: Path) -> Any:
         raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
 
 
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _strs(value: Any) -> tuple[str, ...]:
-    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list | tuple) else ()
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
+
+
+def top_level_lines(text: str) -> dict[str, int]:
+    """Line number of each top-level key of the JSON object in ``text`` (empty when it is not one).
+
+    A key's name can also appear nested (``config.run.locales`` comes before ``locales`` in
+    ``run.json``), so the object is walked value by value instead of searched.
+    """
+    decoder = json.JSONDecoder()
+    lines: dict[str, int] = {}
+    pos = len(text) - len(text.lstrip())
+    if not text[pos:pos + 1] == "{":
+        return lines
+    pos += 1
+    try:
+        while True:
+            pos += len(text[pos:]) - len(text[pos:].lstrip())
+            if text[pos:pos + 1] in ("}", ""):
+                return lines
+            key, end = decoder.raw_decode(text, pos)
+            lines.setdefault(str(key), text.count("\n", 0, pos) + 1)
+            pos = end + len(text[end:]) - len(text[end:].lstrip())
+            if text[pos:pos + 1] != ":":
+                return lines
+            pos += 1
+            pos += len(text[pos:]) - len(text[pos:].lstrip())
+            _, pos = decoder.raw_decode(text, pos)
+            pos += len(text[pos:]) - len(text[pos:].lstrip())
+            if text[pos:pos + 1] == ",":
+                pos += 1
+    except json.JSONDecodeError:
+        return lines
+
+
+class _Fields:
+    """Typed reads of a JSON object's fields: a value of the wrong shape is an ``InputError``
+    naming the file, the field's line and the field (a dotted path for nested fields)."""
+
+    def __init__(self, data: Mapping[str, Any], file: Path | None, lines: Mapping[str, int]) -> None:
+        self.data, self.file, self.lines = data, file, lines
+
+    def bad(self, name: str, expected: str, path: str | None = None, value: Any = None) -> InputError:
+        """The error for top-level field ``name`` (or the part of it at ``path``, whose value is
+        ``value``) not being ``expected``."""
+        got = self.data.get(name) if path is None else value
+        return InputError(f"malformed: expected {expected}, got {json.dumps(got, default=str)[:60]}",
+                          file=self.file, line=self.lines.get(name), field=path or name)
+
+    def text(self, name: str, *, optional: bool = False) -> str | None:
+        """A string field (None when absent; ``optional`` also allows null)."""
+        value = self.data.get(name)
+        if value is None and (optional or name not in self.data):
+            return None
+        if not isinstance(value, str):
+            raise self.bad(name, "a string" + (" or null" if optional else ""))
+        return value
+
+    def texts(self, name: str) -> tuple[str, ...]:
+        """A list of strings (empty when absent)."""
+        value = self.data.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.bad(name, "a list of strings")
+        return tuple(value)
+
+    def mapping(self, name: str) -> dict[str, Any] | None:
+        """A JSON object field (None when absent or null)."""
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.bad(name, "a JSON object")
+        return dict(value)
+
+    def records(self, name: str, required: str, texts: tuple[str, ...] = (), *, allow_str: bool = False) -> list[Any]:
+        """A list of objects, each with a string ``required`` field and string-or-null ``texts``
+        fields (``allow_str``: a bare string stands for an object with only ``required``)."""
+        value = self.data.get(name, [])
+        if not isinstance(value, list):
+            raise self.bad(name, "a list of objects")
+        for i, entry in enumerate(value):
+            if allow_str and isinstance(entry, str):
+                continue
+            if not isinstance(entry, dict) or not isinstance(entry.get(required), str):
+                got = entry.get(required) if isinstance(entry, dict) else entry
+                raise self.bad(name, "a string" if isinstance(entry, dict) else "an object",
+                               f"{name}[{i}]" + (f".{required}" if isinstance(entry, dict) else ""), got)
+            for sub in texts:
+                if entry.get(sub) is not None and not isinstance(entry[sub], str):
+                    raise self.bad(name, "a string or null", f"{name}[{i}].{sub}", entry[sub])
+        return value
 
 
 # --- run.json -----------------------------------------------------------------------------------
@@ -230,70 +314,89 @@ class RunInfo:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunInfo:
-        """Read the JSON form; a field of the wrong type reads as its default."""
+    def from_dict(cls, data: Mapping[str, Any], *, file: Path | None = None,
+                  lines: Mapping[str, int] | None = None) -> RunInfo:
+        """Read the JSON form; a field of the wrong shape is an ``InputError`` naming ``file``,
+        the field's line (from ``lines``, see ``top_level_lines``) and the field."""
         known = {
             "config_file", "config_digest", "config", "sets", "limit", "locales", "resource", "judges",
             "primary_judge", "judge_modes", "attacks", "variants", "base_variant", "models", "decoding",
             "policy", "judge_signatures", "last_run",
             "report_stamp",  # older runs kept the report's stamp here; it lives in the folder now
         }
-        resource = {str(k): str(v) for k, v in _dict(data.get("resource")).items()}
+        f = _Fields(data, file, lines or {})
+        resource_raw = f.mapping("resource") or {}
+        if not all(isinstance(v, str) for v in resource_raw.values()):
+            raise f.bad("resource", "an object of locale -> resource level strings")
+        resource = {str(k): v for k, v in resource_raw.items()}
         locales: list[LocaleEntry] = []
-        for entry in data.get("locales") or [] if isinstance(data.get("locales"), list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("code"), str):
-                locales.append(LocaleEntry(
-                    entry["code"], str(entry.get("name") or ""),
-                    str(entry.get("resource") or resource.get(entry["code"], "")),
-                    _str_or_none(entry.get("engine")),
-                ))
-            elif isinstance(entry, str):
+        for entry in f.records("locales", "code", ("name", "resource", "engine"), allow_str=True):
+            if isinstance(entry, str):
                 locales.append(LocaleEntry(entry, resource=resource.get(entry, "")))
+            else:
+                locales.append(LocaleEntry(
+                    entry["code"], entry.get("name") or "", entry.get("resource") or resource.get(entry["code"], ""),
+                    entry.get("engine"),
+                ))
         attacks = tuple(
-            AttackEntry(str(a.get("label", a.get("name"))), str(a.get("name")), str(a.get("stage", "")),
-                        str(a.get("signature") or ""))
-            for a in data.get("attacks") or [] if isinstance(a, dict) and isinstance(a.get("name"), str)
-        ) if isinstance(data.get("attacks"), list) else ()
+            AttackEntry(a.get("label") or a["name"], a["name"], a.get("stage") or "", a.get("signature") or "")
+            for a in f.records("attacks", "name", ("label", "stage", "signature"))
+        )
         variants = tuple(
-            VariantEntry(v["name"], _str_or_none(v.get("system")), bool(v.get("base", False)))
-            for v in data.get("variants") or [] if isinstance(v, dict) and isinstance(v.get("name"), str)
-        ) if isinstance(data.get("variants"), list) else ()
+            VariantEntry(v["name"], v.get("system"), bool(v.get("base", False)))
+            for v in f.records("variants", "name", ("system",))
+        )
+        raw_models = f.records("models", "name", ("spec", "signature"))
+        for i, m in enumerate(raw_models):
+            if m.get("options") is not None and not isinstance(m["options"], dict):
+                raise f.bad("models", "a JSON object", f"models[{i}].options", m["options"])
         models = tuple(
-            ModelEntry(m["name"], str(m.get("spec", m["name"])), _dict(m.get("options")),
-                       _str_or_none(m.get("signature")))
-            for m in data.get("models") or [] if isinstance(m, dict) and isinstance(m.get("name"), str)
-        ) if isinstance(data.get("models"), list) else ()
-        sigs = data.get("judge_signatures")
+            ModelEntry(m["name"], m.get("spec") or m["name"], _dict(m.get("options")), m.get("signature"))
+            for m in raw_models
+        )
+        sigs = f.mapping("judge_signatures")
+        if sigs is not None and not all(v is None or isinstance(v, str) for v in sigs.values()):
+            raise f.bad("judge_signatures", "an object of judge name -> signature string or null")
         limit = data.get("limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+            raise f.bad("limit", "a whole number or null")
         return cls(
-            config_file=str(data.get("config_file") or ""),
-            config_digest=str(data.get("config_digest") or ""),
-            config=_dict(data.get("config")),
-            sets=_strs(data.get("sets")),
-            limit=limit if isinstance(limit, int) and not isinstance(limit, bool) else 0,
+            config_file=f.text("config_file", optional=True) or "",
+            config_digest=f.text("config_digest", optional=True) or "",
+            config=f.mapping("config") or {},
+            sets=f.texts("sets"),
+            limit=limit or 0,
             locales=tuple(locales),
             resource_map=resource,
-            judges=_strs(data.get("judges")),
-            primary_judge=_str_or_none(data.get("primary_judge")),
-            judge_modes=_strs(data.get("judge_modes")),
+            judges=f.texts("judges"),
+            primary_judge=f.text("primary_judge", optional=True),
+            judge_modes=f.texts("judge_modes"),
             attacks=attacks,
             variants=variants,
-            base_variant=_str_or_none(data.get("base_variant")),
+            base_variant=f.text("base_variant", optional=True),
             models=models,
-            judge_signatures=(
-                {str(k): _str_or_none(v) for k, v in sigs.items()} if isinstance(sigs, dict) else None
-            ),
-            decoding=_dict(data.get("decoding")),
-            policy=_str_or_none(data.get("policy")),
-            last_run=_dict(data.get("last_run")),
+            judge_signatures=sigs,
+            decoding=f.mapping("decoding") or {},
+            policy=f.text("policy", optional=True),
+            last_run=f.mapping("last_run") or {},
             extra={k: v for k, v in data.items() if k not in known},
         )
 
 
 def read_info(run_dir: str | Path) -> RunInfo:
-    """The ``run.json`` of a run directory (an empty ``RunInfo`` when there is none)."""
-    data = _read_json(Path(run_dir) / RUN_INFO)
-    return RunInfo.from_dict(data) if isinstance(data, dict) else RunInfo()
+    """The ``run.json`` of a run directory (an empty ``RunInfo`` when there is none).
+
+    A ``run.json`` that is JSON but not an object, or whose fields have the wrong shape, is an
+    ``InputError`` naming the file, line and field.
+    """
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        return RunInfo()
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        kind = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(data), "null")
+        raise InputError(f"malformed: expected a JSON object, got a JSON {kind}", file=path, line=1)
+    return RunInfo.from_dict(data, file=path, lines=top_level_lines(path.read_text(encoding="utf-8")))
 
 
 def write_info(run_dir: str | Path, info: RunInfo) -> None:

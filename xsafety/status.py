@@ -57,10 +57,12 @@ class RunStatus:
 
 def config_of(run_dir: Path, info: RunInfo | None = None) -> RunConfig:
     """The run's config as snapshotted in ``run.json``, with its locales as they were resolved."""
-    info = info if info is not None else read_info(run_dir)
+    info = info if info is not None else read_info(run_dir)  # a malformed run.json is an error there
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        raise InputError(f"{run_dir} has no {RUN_INFO}: is it a run directory? (`xsafety run` writes one)", file=path)
     if not info.exists:
-        raise InputError(f"{run_dir} has no {RUN_INFO}: is it a run directory? (`xsafety run` writes one)",
-                         file=Path(run_dir) / RUN_INFO)
+        raise InputError(f"malformed: {RUN_INFO} holds no run config (`xsafety run` writes one)", file=path, field="config")
     config = parse_config(dict(info.config), source=str(Path(run_dir) / RUN_INFO))
     locales = tuple(e.code for e in info.locales)
     return dataclasses.replace(config, run_dir=Path(run_dir), locales=locales or config.locales)

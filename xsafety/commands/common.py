@@ -85,6 +85,26 @@ def split_list(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def parse_locales(value: str | None, field: str = "--locales") -> list[str]:
+    """The comma-separated ``--locales`` codes in the registry's spelling (``ES`` -> ``es``), each
+    once: an unknown code is a typo (not "nothing to do") and a code given twice an error."""
+    from xsafety.errors import InputError
+    from xsafety.locales import get_locale
+
+    wanted: list[str] = []
+    for code in split_list(value):
+        try:
+            canonical = get_locale(code).code
+        except InputError as exc:
+            raise InputError(exc.message, field=field) from None
+        if canonical in wanted:
+            raise InputError(f"locale '{canonical}' is given twice", field=field)
+        wanted.append(canonical)
+    if not wanted:
+        raise InputError("no locales given", field=field)
+    return wanted
+
+
 def fail(message: str, code: int = 2) -> Any:
     """Print one error line and exit non-zero."""
     typer.secho(f"error: {message}", fg="red", err=True)

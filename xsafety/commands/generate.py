@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from xsafety.commands.common import fail, legacy_run_option, pick_run_dir, split_list
+from xsafety.commands.common import fail, legacy_run_option, parse_locales, pick_run_dir
 from xsafety.errors import InputError, XSafetyError
 from xsafety.models.base import DEFAULT_MAX_NEW_TOKENS
 from xsafety.validate import decoding_problems, model_option_problem, spec_problem
@@ -17,24 +17,6 @@ if TYPE_CHECKING:
     from xsafety.plan import ModelPlan, TranslationIndex, Work
     from xsafety.runinfo import SignatureBook
     from xsafety.store import Store
-
-
-def _locales(value: str) -> list[str]:
-    """The ``--locales`` codes in the registry's spelling (``ES`` -> ``es``), each once."""
-    from xsafety.locales import get_locale
-
-    wanted: list[str] = []
-    for code in split_list(value):
-        try:
-            canonical = get_locale(code).code  # an unknown locale is a typo, not "nothing to generate"
-        except InputError as exc:
-            raise InputError(exc.message, field="--locales") from None
-        if canonical in wanted:
-            raise InputError(f"locale '{canonical}' is given twice", field="--locales")
-        wanted.append(canonical)
-    if not wanted:
-        raise InputError("no locales given", field="--locales")
-    return wanted
 
 
 def generate_command(
@@ -69,7 +51,7 @@ def generate_command(
     from xsafety.store import Store
 
     try:
-        wanted = _locales(locales)
+        wanted = parse_locales(locales)
         if limit is not None and limit < 1:
             raise InputError("--limit must be at least 1", field="limit")
         stratum = None if sample is None else parse_sample(sample, field="--sample")

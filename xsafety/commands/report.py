@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from xsafety.commands.common import default_group, fail, legacy_run_dir_argument, pick_run_dir, run_dir_option
-from xsafety.errors import XSafetyError
+from xsafety.errors import InputError, XSafetyError
 
 app = typer.Typer(no_args_is_help=True, cls=default_group("main"))
 
@@ -30,6 +30,8 @@ def report_command(
 
     run_dir = pick_run_dir(run_dir, legacy_dir)
     try:
+        if min_pairs < 0:
+            raise InputError(f"must be 0 or more (0 flags no gap), got {min_pairs}", field="--min-pairs")
         data = compute(run_dir, policy, thresholds=Thresholds(min_pairs=min_pairs), primary_judge=judge,
                        calibration=calibration)
         folder = write_report(data, out if out is not None else run_dir / "report")

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from xsafety.commands.common import default_group, fail, split_list
+from xsafety.commands.common import default_group, fail, parse_locales, split_list
 from xsafety.errors import InputError, XSafetyError
 
 app = typer.Typer(cls=default_group("main"), no_args_is_help=False)
@@ -82,16 +82,16 @@ def main(
     from xsafety.translate import translate_set
 
     try:
-        wanted = split_list(locales)
-        if not wanted:
-            raise InputError("no locales given", field="locales")
+        wanted = parse_locales(locales)  # ES -> es, each once, as `xsafety generate` reads them
+        if limit is not None and limit < 1:
+            raise InputError(f"must be at least 1, got {limit}", field="--limit")
         stratum = None if sample is None else parse_sample(sample, field="--sample")
         prompts = load_set(set_name)
         if stratum is not None:
             # The same sample as a run config's [run] sample, so a run finds these translations.
             prompts = stratified_sample(prompts, stratum)
         if limit is not None:
-            prompts = prompts[: max(0, limit)]
+            prompts = prompts[:limit]
         results = translate_set(prompts, wanted, engine=engine, out_dir=out, **_options(model, fallback, back_engine, gate, no_gate))
     except XSafetyError as exc:
         fail(str(exc))
@@ -130,6 +130,8 @@ def eval_command(
     from xsafety.translate.evaluate import evaluate
 
     try:
+        if limit is not None and limit < 1:
+            raise InputError(f"must be at least 1, got {limit}", field="--limit")
         results = evaluate(set_name, split_list(locales) or None, engine=engine, out_dir=out, limit=limit, **_options(model, None, None, [], []))
     except XSafetyError as exc:
         fail(str(exc))

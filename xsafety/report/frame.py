@@ -316,7 +316,13 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         by_response.setdefault(v.response_key, []).append(v)
         counts[v.judge] += 1
     judges = sorted(counts)
-    info_judge = RunInfo(primary_judge=primary_judge) if primary_judge else info
+    # A name the config gave a judge resolves through the signature run.json recorded for it.
+    info_judge = RunInfo(primary_judge=primary_judge, judge_signatures=info.judge_signatures) if primary_judge else info
+    if primary_judge and judges and pick_primary_judge(judges, Counter(), info_judge) is None:
+        # Without counts nothing falls back to the busiest judge: the name matched none.
+        kinds = sorted({sig.split("|", 1)[0] for sig in judges})
+        raise InputError(f"no judge {primary_judge!r} among this run's verdicts (judges: {', '.join(kinds)})",
+                         field="--judge")
     primary = pick_primary_judge(judges, counts, info_judge)
 
     rows: list[dict[str, Any]] = []
