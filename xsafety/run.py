@@ -21,6 +21,7 @@ rerun retries exactly those.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -341,12 +342,17 @@ def _report(config: RunConfig, store: Store, info: RunInfo, result: RunResult) -
     """
     from xsafety.report import REPORT_FORMAT, build_report
     from xsafety.report.folder import read_stamp
+    from xsafety.report.judge_error import config_calibration_path
 
     report_dir = store.root / REPORT_DIR
     # The resolved settings cover config edits that add no record (a locale or attack dropped);
     # where the config file or run directory lives does not change the report. REPORT_FORMAT covers
     # a newer xsafety writing a different report.
-    stamp = store_stamp(store.root, [info.report_settings(), REPORT_FORMAT])
+    settings: list[Any] = [info.report_settings(), REPORT_FORMAT]
+    calibration = _file_digest(config_calibration_path(info, store.root))
+    if calibration is not None:
+        settings.append(calibration)  # an edited calibration file adds no record, yet changes the report
+    stamp = store_stamp(store.root, settings)
     if read_stamp(report_dir) == stamp:
         result.report = report_dir
         return
@@ -358,6 +364,16 @@ def _report(config: RunConfig, store: Store, info: RunInfo, result: RunResult) -
         result.failures.append(f"report: {exc}")
         return
     result.report_rebuilt = True
+
+
+def _file_digest(path: Path | None) -> str | None:
+    """A hash of a file's bytes (None without a path; "unreadable" when it cannot be read)."""
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
 
 
 def failure_counts(result: RunResult) -> dict[str, int]:

@@ -27,6 +27,7 @@ from xsafety.report.validity import (
     read_calibration,
     validity_rows,
 )
+from xsafety.runinfo import RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,20 @@ def calibration_path(run: RunData, explicit: str | Path | None = None) -> Path |
     """
     if explicit is not None:
         return Path(explicit)
-    report = run.info.config.get("report")
+    return config_calibration_path(run.info, run.run_dir)
+
+
+def config_calibration_path(info: RunInfo, run_dir: Path) -> Path | None:
+    """The calibration file a run config's ``[report] calibration`` names (None without one);
+    also what ``xsafety run`` hashes into the report's stamp, so editing the file rebuilds it."""
+    report = info.config.get("report")
     named = report.get("calibration") if isinstance(report, dict) else None
     if not isinstance(named, str) or not named:
         return None
     path = Path(named)
     if not path.is_absolute():
-        source = run.info.config_file
-        base = Path(source).parent if source else run.run_dir
+        source = info.config_file
+        base = Path(source).parent if source else Path(run_dir)
         path = base / path
     return path
 
