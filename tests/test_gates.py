@@ -137,3 +137,33 @@ def test_quality_model_file_is_validated(tmp_path) -> None:  # type: ignore[no-u
     m = QualityModel(weights={"mark_rate": -0.5}, intercept=0.75, quantiles={"mark_rate": [0.0, 0.0, 0.1, 0.2]})
     assert m.predict({"mark_rate": None}) == 0.5  # a missing signal sits at the median
     assert m.predict({"mark_rate": 0.3}) == 0.25
+
+
+def test_reference_langid_fast_path_keeps_every_verdict() -> None:
+    """A flagged human reference gets the langid verdict that asking both identifiers gives, on
+    XSafety's human translations (the texts this fast path exists for) and on wrong-language text."""
+    import json
+    from pathlib import Path
+
+    from xsafety.locales import get_locale
+    from xsafety.translate.gates.langid import HUMAN_REFERENCE, check_langid
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xsafety_parallel.jsonl"
+    if not data.is_file():
+        pytest.skip(f"needs {data} (the shared research data beside the checkout)")
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()[::40]]
+    checked = skipped = 0
+    for code in ["zh", "ar", "bn", "de", "es", "fr", "hi", "ja", "ru"]:
+        loc = get_locale(code)
+        for row in rows:
+            # The reference itself, and the English source posing as one (a wrong-language reference).
+            for text in (row.get(code) or "", row["en"]):
+                plain = GateInput(source=row["en"], text=text, locale=code, langdetect=loc.langdetect, fasttext=loc.fasttext)
+                flagged = GateInput(source=row["en"], text=text, locale=code, langdetect=loc.langdetect,
+                                    fasttext=loc.fasttext, flags={HUMAN_REFERENCE: True})
+                slow, fast = check_langid(plain, 0.5), check_langid(flagged, 0.5)
+                assert fast.passed == slow.passed, (code, text)
+                checked += 1
+                skipped += "not asked" in fast.detail
+    assert checked > 500
+    assert skipped > checked // 3  # the fast path is taken, not only the slow one

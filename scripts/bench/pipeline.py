@@ -137,12 +137,15 @@ def main() -> None:
     """Run the sizes asked for and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sizes", default="2800,28000", help="answers per run, comma-separated")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="work in this directory and keep it (run dirs, configs) instead of a temporary one")
     args = parser.parse_args()
     if not SHARED.is_file():
         raise SystemExit(f"needs {SHARED} (the shared research data beside the checkout)")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     with tempfile.TemporaryDirectory(prefix="xsafety-pipeline-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.keep is None else args.keep.resolve()
+        work.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "XSAFETY_HOME": str(work / "home"), "XSAFETY_PROGRESS": "0",
                "XSAFETY_CACHE": str(work / "cache")}
         t0 = time.time()

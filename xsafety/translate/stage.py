@@ -35,7 +35,9 @@ BATCH = 64  # items per engine call: big enough for batching, small enough to sa
 REFERENCE_ENGINE = "reference"
 # Part of a reference engine's stage signature: references gated before the exemption existed
 # (and rejected) are looked up again rather than kept rejected.
-REFERENCE_EXEMPTION = "reference-gate-exemption:1"
+# :2 -- references are flagged to the gates, whose langid check then asks fastText first (same
+# verdicts, fastText's score recorded where it passes).
+REFERENCE_EXEMPTION = "reference-gate-exemption:2"
 
 
 def _resolve_locale(locale: Any) -> Any:
@@ -63,6 +65,22 @@ def _cached_translate(use_cache: bool) -> Any:
 
     cache = TranslationCache()
     return lambda engine, texts, src, tgt, **kw: cache.translate(engine, texts, src, tgt, **kw)
+
+
+def _flag_references(translate: Any) -> Any:
+    """Wrap the selector's engine call so the reference engine's candidates carry the
+    ``human_reference`` flag: the gates then score them cheaply (see the langid gate)."""
+    from dataclasses import replace
+
+    from xsafety.translate.gates.langid import HUMAN_REFERENCE
+
+    def call(engine: Engine, texts: Any, src: str, tgt: str, **kw: Any) -> Any:
+        out = translate(engine, texts, src, tgt, **kw)
+        if engine.name != REFERENCE_ENGINE:
+            return out
+        return [[replace(c, meta={**c.meta, HUMAN_REFERENCE: True}) for c in cands] for cands in out]
+
+    return call
 
 
 def _back_engine(spec: str | Engine | None, engine: Engine, code: str) -> Engine | None:
@@ -207,7 +225,7 @@ def translate_locale(
             side.unlink()
         return [stored[p.id] for p in prompts]
 
-    selector = Selector(eng, info, settings, model, _cached_translate(use_cache), back_engine=back, fallback=fall)
+    selector = Selector(eng, info, settings, model, _flag_references(_cached_translate(use_cache)), back_engine=back, fallback=fall)
     writer = PartialWriter(side)
     done = 0
     start = time.monotonic()

@@ -9,6 +9,11 @@ Two identifiers, each used only where it has a profile for the locale:
 
 The gate passes when either identifier gives the target at least ``threshold``; the score is the
 larger of the two probabilities.
+
+A human reference translation (its candidate flagged ``HUMAN_REFERENCE``) is kept whatever the gates
+say, so only the pass/fail verdict is worth its price: fastText (~100x cheaper than langdetect) is
+asked first, and langdetect only where fastText alone does not pass it. The verdict is the same as
+asking both (either identifier at the threshold passes); the recorded score is then fastText's.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from xsafety.records import GateResult
 from xsafety.translate.gates.base import GateInput, result
 
 log = logging.getLogger(__name__)
+
+# Candidate meta flag set by the translation stage on human reference translations.
+HUMAN_REFERENCE = "human_reference"
 
 # Serbo-Croatian's standard varieties are one language to a translator; identifiers split their
 # probability across the labels, so the gate sums the family.
@@ -87,6 +95,14 @@ def fasttext_p(item: GateInput) -> float | None:
 
 def check_langid(item: GateInput, threshold: float) -> GateResult:
     """Pass when any identifier with a profile for the locale gives it at least ``threshold``."""
+    if item.flags.get(HUMAN_REFERENCE) and item.fasttext:
+        # Same verdict, cheaper: fastText decides a pass on its own; langdetect is asked only
+        # where fastText would fail the reference.
+        probs = fasttext_probs(item.text)
+        p = target_probability(probs, item.fasttext)
+        if p >= threshold:
+            top = probs[0][0] if probs else "-"
+            return result("langid", p, threshold, True, f"fasttext P={p:.2f} top={top}; langdetect not asked (human reference)")
     opinions: list[tuple[str, float, str]] = []
     if item.langdetect:
         probs = langdetect_probs(item.text)
