@@ -178,7 +178,9 @@ def _generate(store: Store, model: ChatModel, items: Sequence[GenItem], progress
                 summary.completion_tokens += result.completion_tokens or 0
                 ok_out.write(_response_record(sig, item, result))
             summary.seconds = time.perf_counter() - started
-            bar.advance(1, rate=f"{summary.tokens_per_s:.1f} tok/s")
+            # Tokens, not answers, are the work: a long answer counts for more in the estimate.
+            bar.advance(1, rate=f"{summary.tokens_per_s:.1f} tok/s",
+                        tokens=(result.prompt_tokens or 0) + (result.completion_tokens or 0))
 
         model.chat(requests, on_result=on_result)
     summary.seconds = time.perf_counter() - started
