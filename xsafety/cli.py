@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from xsafety.commands import annotate, export, generate, judge, locales, report, run, sets, translate
+from xsafety.commands import annotate, export, generate, judge, locales, migrate, report, run, sets, translate
 from xsafety.errors import XSafetyError
 
 app = typer.Typer(
@@ -61,6 +61,9 @@ app.command("run", help="Run the whole evaluation from a TOML config (or the bui
 app.command("status", help="Show per-stage progress of a run directory.")(run.status_command)
 app.command("export", help="Write a run's items (every response, each judge's label and reason) as Parquet, JSONL or CSV.")(
     export.export_command
+)
+app.command("migrate", help="Re-key a run directory made before store format 2 (once; nothing is recomputed).")(
+    migrate.migrate_command
 )
 
 

@@ -129,11 +129,28 @@ def english_sources(
 
 
 class TranslationIndex:
-    """Translations by (set, locale): the committed/user files, then what runs translated."""
+    """Translations by (set, locale): the committed/user files, then what runs translated.
+
+    A prompt is its id and text, whatever set it was imported under: once ``learn`` has told the
+    index a set's prompts, a prompt with no translation under its own set's name takes the one a
+    run made for the same id and text in any other set (a subset imported under another name
+    reuses the full set's translations, and the other way round).
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self._cache: dict[tuple[str, str], dict[str, Translation]] = {}
+        self._texts: dict[str, dict[str, str]] = {}  # set name -> prompt id -> English text
+        self._by_content: dict[str, dict[tuple[str, str], Translation]] = {}  # locale -> (id, text) -> record
+
+    def learn(self, sources: dict[str, list[Prompt]]) -> None:
+        """Record the prompts of each set (as ``Work.sources`` gives them) for the content lookup."""
+        for set_name, prompts in sources.items():
+            texts = {p.id: p.text for p in prompts}
+            if self._texts.get(set_name) != texts:
+                self._texts[set_name] = texts
+                for key in [k for k in self._cache if k[0] == set_name]:
+                    del self._cache[key]
 
     def get(self, set_name: str, locale: str) -> dict[str, Translation]:
         """prompt id -> translation (accepted or not) of ``set_name`` in ``locale``."""
@@ -144,8 +161,29 @@ class TranslationIndex:
 
             found = dict(read_file(translation_path(self.run_dir / RUN_TRANSLATIONS, set_name, locale)))
             found.update(load_translations(set_name, locale))
+            texts = self._texts.get(set_name, {})
+            missing = [pid for pid in texts if pid not in found]
+            if missing:
+                content = self._content(locale)
+                for pid in missing:
+                    other = content.get((pid, texts[pid]))
+                    if other is not None:
+                        found[pid] = other
             self._cache[key] = found
         return self._cache[key]
+
+    def _content(self, locale: str) -> dict[tuple[str, str], Translation]:
+        """Every translation into ``locale`` the run directory holds, by (prompt id, English text)."""
+        if locale not in self._by_content:
+            from xsafety.translate.files import SUFFIX, read_file
+
+            table: dict[tuple[str, str], Translation] = {}
+            root = self.run_dir / RUN_TRANSLATIONS
+            for path in sorted(root.glob(f"*/{locale}{SUFFIX}")) if root.is_dir() else []:
+                for t in read_file(path).values():
+                    table.setdefault((t.prompt_id, t.source), t)
+            self._by_content[locale] = table
+        return self._by_content[locale]
 
 
 def engine_kind(translation: Translation) -> str:
@@ -276,6 +314,7 @@ def translation_needs(work: Work, index: TranslationIndex) -> list[TranslationNe
     """(set, locale) pairs with prompts that have no translation at all (rejected ones count as done:
     the gates made their decision, and retranslating with the same engine would repeat it)."""
     needs = []
+    index.learn(work.sources)
     for locale in work.locales:
         if locale == ENGLISH:
             continue
@@ -310,6 +349,7 @@ def build_items(work: Work, index: TranslationIndex) -> Items:
     """Every (set, prompt, locale, attack, variant) conversation the run sends each model."""
     config = work.config
     out = Items(items=[])
+    index.learn(work.sources)
     for set_name, base in work.prompts.items():
         for locale in work.locales:
             engine = config.engine_for(locale)
@@ -349,6 +389,7 @@ def snapshot_inputs(work: Work, store: Store, index: TranslationIndex) -> None:
     table_t = store.table(Translation)
     have_t = table_t.keys()
     new_t = []
+    index.learn(work.sources)
     for locale in work.locales:
         if locale == ENGLISH:
             continue

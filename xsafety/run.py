@@ -61,6 +61,7 @@ from xsafety.runinfo import (
     RunInfo,
     SignatureBook,
     VariantEntry,
+    check_store_format,
     no_back_key,
     read_info,
     store_stamp,
@@ -144,6 +145,8 @@ def run(config: RunConfig, *, dry_run: bool = False, progress: Progress | None =
     run_dir = config.run_dir
     store = Store(run_dir)
     book = SignatureBook(run_dir)
+    # Records keyed in an older format would all look missing: refuse rather than recompute them.
+    check_store_format(run_dir, stamp=not dry_run)
     if dry_run:
         # Reading only: no lock, nothing written, nothing loaded.
         plan = make_plan(work, store, book)

@@ -492,3 +492,65 @@ def store_stamp(run_dir: str | Path, extra: Any) -> str:
         if sub.is_dir() and sub.name not in (REPORT_DIR, RUN_TRANSLATIONS) and not sub.name.startswith("."):
             parts += [(f.name, f.stat().st_size) for f in sorted(sub.glob("*.jsonl"))]
     return stable_hash("store", parts, extra)
+
+# --- the store's key format ---------------------------------------------------------------------
+
+# The format of the keys a run directory's records are stored under. 1: prompt and response keys
+# held the set's name; 2: they do not (a prompt is its id and text), so a subset imported under
+# another name shares the full set's records. A directory is re-keyed once by ``xsafety migrate``.
+STORE_FORMAT = 2
+STORE_FORMAT_FILE = "store-format.json"
+# The tables whose rows mean a directory holds records (of whatever format).
+_KEYED_TABLES = ("prompts", "responses", "verdicts")
+
+
+def read_store_format(run_dir: str | Path) -> int | None:
+    """The key format recorded in ``run_dir``; None when none is (a new or a format-1 directory)."""
+    data = _read_json(Path(run_dir) / STORE_FORMAT_FILE)
+    value = data.get("store_format") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def write_store_format(run_dir: str | Path, version: int = STORE_FORMAT) -> None:
+    """Record that ``run_dir``'s records are keyed in format ``version``."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    _write_atomic(Path(run_dir) / STORE_FORMAT_FILE, json.dumps({"store_format": version}) + "\n")
+
+
+def holds_records(run_dir: str | Path) -> bool:
+    """True when ``run_dir`` has any stored prompt, response or verdict shard with content."""
+    root = Path(run_dir)
+    return any(
+        shard.stat().st_size > 0
+        for name in _KEYED_TABLES if (root / name).is_dir()
+        for shard in (root / name).glob("*.jsonl")
+    )
+
+
+def store_format(run_dir: str | Path) -> int:
+    """The key format of ``run_dir``'s records: the recorded one, else 1 when it holds records
+    (made before the format was recorded), else the current one (nothing stored yet)."""
+    recorded = read_store_format(run_dir)
+    if recorded is not None:
+        return recorded
+    return 1 if holds_records(run_dir) else STORE_FORMAT
+
+
+def check_store_format(run_dir: str | Path, *, stamp: bool = True) -> None:
+    """Refuse a run directory keyed in another format (its records would be silently recomputed
+    under new keys), naming the command that migrates it; with ``stamp``, record the current
+    format in a directory that holds nothing yet."""
+    found = store_format(run_dir)
+    if found < STORE_FORMAT:
+        raise InputError(
+            f"records keyed in store format {found} (keys held the set's name; now {STORE_FORMAT}): "
+            f"run `xsafety migrate --run-dir {run_dir}` once to re-key them, nothing is recomputed",
+            file=Path(run_dir),
+        )
+    if found > STORE_FORMAT:
+        raise InputError(
+            f"records keyed in store format {found}, newer than this xsafety reads ({STORE_FORMAT}): upgrade xsafety",
+            file=Path(run_dir),
+        )
+    if stamp and read_store_format(run_dir) is None:
+        write_store_format(run_dir)

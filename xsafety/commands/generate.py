@@ -46,7 +46,7 @@ def generate_command(
     from xsafety.models import Decoding, load_model
     from xsafety.models.spec import parse_spec
     from xsafety.plan import TranslationIndex, make_plan, resolve, snapshot_inputs
-    from xsafety.runinfo import SignatureBook
+    from xsafety.runinfo import SignatureBook, check_store_format
     from xsafety.sampling import parse_sample
     from xsafety.store import Store
 
@@ -99,6 +99,7 @@ def generate_command(
             _batch(work, store, book, index, mp, decoding, emit_batch, import_batch)
             return
         # Unset options are dropped; a set one the backend cannot use is an error.
+        check_store_format(run)  # an older key format would recompute every stored response
         chat_model = load_model(model, decoding, **mp.model.options)
         try:
             with store.locked():
