@@ -34,3 +34,20 @@ def test_unknown_fields_are_ignored() -> None:
     d = Response(key="k", prompt_id="p", set="s", locale="en", model="m", text="t").to_dict()
     d["added_later"] = 1
     assert Response.from_dict(d).key == "k"
+
+
+def test_to_dict_and_from_dict_match_the_dataclasses_round_trip() -> None:
+    """The one-pass to_dict equals asdict's deep copy made JSON-safe, and from_dict restores nested
+    tuples (gate results, attempts) exactly as the per-field restore does."""
+    import dataclasses
+
+    from xsafety.records import GateResult, Translation, _restore, _to_jsonable
+
+    gate = GateResult(name="langid", score=0.9, threshold=0.5, passed=True, detail="x")
+    rec = Translation(key="k", prompt_id="p", set="s", locale="de", source="a", text="b", engine="e",
+                      gates=(gate, gate), attempts=({"step": "first", "gates": [1, (2, 3)]},), meta={1: {"a": (1,)}})
+    assert rec.to_dict() == _to_jsonable(dataclasses.asdict(rec))
+    back = Translation.from_dict(rec.to_dict())
+    assert back.gates == (gate, gate) and isinstance(back.attempts, tuple)
+    hints = {f.name: f.type for f in dataclasses.fields(Translation)}
+    assert back.attempts == _restore(rec.to_dict()["attempts"], tuple[dict, ...]) and hints
