@@ -214,10 +214,13 @@ def _run_stages(plan: Plan, store: Store, book: SignatureBook, result: RunResult
             _generate(store, mp, book, result, progress)
     # New responses need verdicts from every judge; without them, the plan's count says.
     generated = any(s.new for s in result.generated.values())
+    # The responses this config asks for (model signatures are known once generation ran): the
+    # judging stage judges every stored response, but warns and fails only about these.
+    current = cells_of(plan, book).responses
     for jp in plan.judges:
         if jp.todo == 0 and jp.exact and not generated:
             continue
-        _judge(store, jp, book, result, progress)
+        _judge(store, jp, book, result, progress, current)
     return plan
 
 
@@ -288,7 +291,8 @@ def generation_failures(store: Store, model_name: str, items: list[Any], model_s
     return lines
 
 
-def _judge(store: Store, jp: JudgePlan, book: SignatureBook, result: RunResult, progress: Progress) -> None:
+def _judge(store: Store, jp: JudgePlan, book: SignatureBook, result: RunResult, progress: Progress,
+           current: frozenset[str] | None = None) -> None:
     from xsafety.judges import judge_run, load_judge
 
     name = jp.name
@@ -305,7 +309,7 @@ def _judge(store: Store, jp: JudgePlan, book: SignatureBook, result: RunResult, 
     try:
         sig = judge.signature()
         book.put(jp.fingerprint, sig)
-        summary = judge_run(store, judge, modes=jp.modes, progress=progress, lock=False)
+        summary = judge_run(store, judge, modes=jp.modes, progress=progress, lock=False, current=current)
     finally:
         judge.close()
     result.judged[name] = summary
@@ -314,7 +318,8 @@ def _judge(store: Store, jp: JudgePlan, book: SignatureBook, result: RunResult, 
         from xsafety.judges.stage import ERRORS_TABLE
 
         done = store.table(Verdict).keys()
-        failed = [v for v in store.table(Verdict, ERRORS_TABLE).load().values() if v.judge == sig]
+        failed = [v for v in store.table(Verdict, ERRORS_TABLE).load().values()
+                  if v.judge == sig and (current is None or v.response_key in current)]
         for v in {v.key: v for v in failed if v.key not in done}.values():
             result.failures.append(f"judge {name} {v.mode} response {v.response_key}: {v.error}")
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,8 +211,14 @@ def judge_run(
     lock: bool = True,
     back_engine: str | None = None,
     batch_size: int = BATCH,
+    current: Collection[str] | None = None,
 ) -> JudgeSummary:
-    """Judge every stored response in ``modes`` that has no verdict yet; write verdicts as they come."""
+    """Judge every stored response in ``modes`` that has no verdict yet; write verdicts as they come.
+
+    ``current``: the response keys the caller's config asks for (``xsafety run``'s cells). Every
+    stored response is still judged (the plan counts them all), but warnings name only problems
+    of these: a run directory keeps earlier configs' responses, whose locales the user no longer asked for.
+    """
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown judge mode {unknown[0]!r}; expected {', '.join(MODES)}")
@@ -221,7 +227,7 @@ def judge_run(
         sig = judge.signature()
         summary = JudgeSummary(judge=sig)
         responses, stored = plan(store, sig, modes)
-        tasks = list(_tasks(store, responses, sig, modes, stored, summary, back_engine))
+        tasks = list(_tasks(store, responses, sig, modes, stored, summary, back_engine, current))
         with progress_bar(f"judge {getattr(judge, 'name', 'judge')}", len(tasks), progress) as bar, _writers(store) as (ok, bad):
             for start in range(0, len(tasks), max(1, batch_size)):
                 chunk = tasks[start : start + batch_size]
@@ -267,7 +273,13 @@ def _tasks(
     stored: set[str],
     summary: JudgeSummary,
     back_engine: str | None,
+    current: Collection[str] | None = None,
 ) -> Iterator[_Task]:
+    def warn(keys: Iterable[str], message: str, *args: Any) -> None:
+        """A warning when a response of ``keys`` is one the config asks for; else a debug line."""
+        mine = current is None or any(k in current for k in keys)
+        log.log(logging.WARNING if mine else logging.DEBUG, message, *args)
+
     need_back: dict[str, list[Response]] = {}
     for response in responses:
         for mode in modes:
@@ -286,10 +298,14 @@ def _tasks(
 
     english = _EnglishPrompts(store)
     for locale, group in sorted(need_back.items()):
+        asked = current is None or any(r.key in current for r in group)
         try:
-            backs = back_translate([r.text for r in group], locale, back_engine)
+            # A locale no current response is in: its "no engine" warning would name a locale
+            # the user no longer asked for.
+            quiet: dict[str, Any] = {} if asked else {"quiet": True}
+            backs = back_translate([r.text for r in group], locale, back_engine, **quiet)
         except Exception as exc:  # an engine that breaks on one locale must not stop the rest
-            log.warning("back-translation into English failed for %s: %s", locale, exc)
+            warn([r.key for r in group] if asked else [], "back-translation into English failed for %s: %s", locale, exc)
             summary.failed += len(group)
             if len(summary.errors) < 5:
                 summary.errors.append(f"back-translation {locale}: {exc}")
@@ -301,7 +317,7 @@ def _tasks(
             prompt, origin = english.get(response)
             if origin in ("sent", "none"):
                 summary.prompt_not_english += 1
-                log.warning("no English prompt for %s/%s: judging %s against %s", response.set,
+                warn([response.key], "no English prompt for %s/%s: judging %s against %s", response.set,
                             response.prompt_id, response.key, "the prompt as sent" if prompt else "no prompt")
             meta: dict[str, Any] = {"response_key": response.key, "back_of": locale, "english_prompt": origin}
             context = english.context(response)

@@ -64,11 +64,13 @@ def pick_back_engine(locale: str, engine: str | None = None) -> "Engine | None":
     return None
 
 
-def back_translate(texts: Sequence[str], locale: str, engine: str | None = None) -> list[str | None]:
+def back_translate(texts: Sequence[str], locale: str, engine: str | None = None, *,
+                   quiet: bool = False) -> list[str | None]:
     """Translate ``texts`` from ``locale`` to English, through the translation cache.
 
     Returns one English text per input, or ``None`` for every text when no engine can translate
-    ``locale`` to English (and for a text the engine returned no candidate for).
+    ``locale`` to English (and for a text the engine returned no candidate for); that is a warning
+    unless ``quiet`` (a locale the caller's config no longer asks for).
     """
     if not texts:
         return []
@@ -76,7 +78,8 @@ def back_translate(texts: Sequence[str], locale: str, engine: str | None = None)
         return list(texts)
     chosen = pick_back_engine(locale, engine)
     if chosen is None:
-        log.warning("no engine translates %s to English; back-translations are empty", locale)
+        log.log(logging.DEBUG if quiet else logging.WARNING,
+                "no engine translates %s to English; back-translations are empty", locale)
         return [None] * len(texts)
     from xsafety.translate.cache import TranslationCache
 
