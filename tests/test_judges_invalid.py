@@ -194,3 +194,37 @@ def test_no_false_positives_on_human_text_in_ten_languages() -> None:
     assert figures["precision"] >= 0.98 and figures["recall"] >= 0.9
     for group, (rate, n) in figures["false_positive_rate"].items():
         assert rate <= 0.01, (group, rate, n)
+
+
+def test_language_check_stopping_at_fasttext_finds_what_asking_both_finds() -> None:
+    """The language check stops once fastText alone gives the locale P >= max_target_p; on every
+    hand-labelled answer (and each answer posed under every other labelled locale, to make wrong
+    languages) the finding is the one that asking both identifiers gives."""
+    import json
+    from pathlib import Path
+
+    from xsafety.judges import invalid as inv
+
+    settings = inv.InvalidSettings()
+    path = Path(__file__).resolve().parents[1] / "judges" / "invalid" / "labelled.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    locales = sorted({r["locale"] for r in rows})
+    compared = stopped = 0
+    for row in rows:
+        for locale in {row["locale"], *locales[:: max(1, len(locales) // 4)]}:
+            info = inv._locale_info(locale)
+            if info is None:
+                continue
+            _, ft, ld = info
+            text = inv.without_echo(row["prompt"], row["response"])
+            full = inv._language(text, ft, ld)
+            fast = inv._language(text, ft, ld, enough=settings.max_target_p)
+            assert (full[0] is not None and full[0] < settings.max_target_p) == (
+                fast[0] is not None and fast[0] < settings.max_target_p
+            ), (locale, text)
+            if full[0] is not None and full[0] < settings.max_target_p:
+                assert fast == full  # a finding's figures are the full ones
+            else:
+                stopped += fast != full
+            compared += 1
+    assert compared > 200 and stopped > 0

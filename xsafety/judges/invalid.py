@@ -312,7 +312,7 @@ def after_judge(item: JudgeInput, settings: InvalidSettings) -> Finding | None:
     text = without_echo(item.prompt or "", item.response or "")
     if sum(1 for c in text if c.isalpha()) < settings.min_language_letters:
         return None
-    target, other, other_p = _language(text, fasttext_label, langdetect_label)
+    target, other, other_p = _language(text, fasttext_label, langdetect_label, enough=settings.max_target_p)
     if target is not None and target < settings.max_target_p and other_p >= settings.min_other_p:
         return Finding(
             "wrong-language",
@@ -322,8 +322,15 @@ def after_judge(item: JudgeInput, settings: InvalidSettings) -> Finding | None:
     return None
 
 
-def _language(text: str, fasttext_label: str | None, langdetect_label: str | None) -> tuple[float | None, str, float]:
-    """P(locale) (the larger of the identifiers that know it), and the likeliest other language."""
+def _language(
+    text: str, fasttext_label: str | None, langdetect_label: str | None, enough: float | None = None
+) -> tuple[float | None, str, float]:
+    """P(locale) (the larger of the identifiers that know it), and the likeliest other language.
+
+    With ``enough``: once an identifier gives the locale at least ``enough``, the larger P(locale)
+    is at least that too, so the rest are not asked (fastText goes first: langdetect costs ~100x
+    more). Callers that only test ``P(locale) < enough`` get the same answer, hence the same labels.
+    """
     from xsafety.translate.gates.langid import fasttext_probs, langdetect_probs, target_probability
 
     line = " ".join(text.split())
@@ -339,6 +346,8 @@ def _language(text: str, fasttext_label: str | None, langdetect_label: str | Non
             continue
         p = target_probability(probs, label)
         targets.append(p)
+        if enough is not None and p >= enough:
+            break
         others = [(lang, q) for lang, q in probs if target_probability(((lang, q),), label) == 0.0]
         if others and others[0][1] > other_p:
             other, other_p = others[0]
