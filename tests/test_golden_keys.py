@@ -61,7 +61,7 @@ def test_engine_signature_form() -> None:
 
 def test_prompt_response_and_verdict_keys() -> None:
     assert PROMPT.key == "ff711d285b42310420de"
-    assert PROMPT.legacy_key == "22547d3238668fe6f6c6"  # store format 1 (xsafety migrate reads it)
+    assert PROMPT.set_key == "22547d3238668fe6f6c6"  # the prompts table's row key; store format 1's key
     key = response_key(GREEDY, ITEM)
     assert key == "5f4538160c73c0d5c7cf"
     assert verdict_key(key, KEYED_JUDGE, "native") == "fa6414d0c050ab389c73"

@@ -16,12 +16,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from xsafety.cli import app
 from xsafety.config import load_config
 from xsafety.errors import InputError
+from xsafety.report.categories import UNCATEGORISED
+from xsafety.report.frame import load_run
 from xsafety.records import Prompt, Response, Verdict, stable_hash
 from xsafety.run import run
 from xsafety.runinfo import STORE_FORMAT, STORE_FORMAT_FILE, read_cells, read_store_format, store_format
@@ -105,6 +108,11 @@ def test_a_subset_under_another_name_reuses_the_full_sets_records(
     cells = read_cells(run_dir)
     assert cells is not None and len(cells.responses) == 4
     assert cells.responses <= set(Store(run_dir).table(Response).keys())
+    # The report counts them for the subset, with its categories and the Spanish translations.
+    frame = load_run(run_dir).verdicts
+    assert set(frame["set"].unique()) == {"mini-sub"} and frame["response_key"].n_unique() == 4
+    assert UNCATEGORISED not in set(frame["category"].unique())
+    assert frame.filter(pl.col("locale") == "es")["tr_accepted"].null_count() == 0
 
 
 def test_the_full_set_reuses_a_subsets_records(tiny_llama: Path, sets: tuple[Path, Path], tmp_path: Path) -> None:
@@ -141,7 +149,7 @@ def _downgrade(run_dir: Path) -> dict[str, str]:
             shard.write_text("".join(json.dumps(change(r)) + "\n" for r in rows), encoding="utf-8")
 
     def prompt(row: dict[str, Any]) -> dict[str, Any]:
-        return {**row, "key": Prompt.from_dict(row).legacy_key}
+        return {**row, "key": Prompt.from_dict(row).set_key}
 
     def response(row: dict[str, Any]) -> dict[str, Any]:
         old = _format1_response_key(row)
@@ -184,7 +192,8 @@ def test_a_format1_run_dir_is_refused_then_migrated_once(tiny_llama: Path, sets:
 
     migrated = CliRunner().invoke(app, ["migrate", "--run-dir", str(run_dir)])
     assert migrated.exit_code == 0, migrated.output
-    assert "re-keyed from store format 1 to 2: 3 prompts, 6 responses" in migrated.output
+    # 9 verdicts: English native, Spanish native and back-translated
+    assert "re-keyed from store format 1 to 2: 6 responses, 9 verdicts" in migrated.output
     assert read_store_format(run_dir) == STORE_FORMAT
     assert set(Store(run_dir).table(Response).keys()) == set(mapping)
     cells = read_cells(run_dir)

@@ -5,13 +5,14 @@ subset imported under another name found none of the full set's records. Format 
 (``runinfo.STORE_FORMAT``). Every format-2 key can be recomputed from what the records already
 hold, so a migration recomputes keys and never an answer or a verdict:
 
-* a prompt's key from its id and text;
 * a response's key from its model signature, prompt id, locale, attack, variant and messages
-  (``generate.response_key_of``), and its ``input_key`` where that was a prompt's key;
+  (``generate.response_key_of``), and its ``input_key`` where that was a prompt's format-1 key
+  (now the prompt's id and text, ``Prompt.key``);
 * a verdict's key from its response's new key, the judge's signature and the mode;
 * failure rows and ``cells.json`` follow their responses' new keys.
 
-Translations keep their keys (the run finds them by prompt id and text, and the translation stage
+The prompts table keeps its rows and their keys (``Prompt.set_key``: one row per set name) and
+translations keep theirs (the run finds them by prompt id and text, and the translation stage
 accepts a format-1 key as current). Each table is rewritten as one new shard before its old shards
 go, and a rerun of the migration maps new keys to themselves, so a migration killed halfway is
 finished by running it again. ``store-format.json`` is written last.
@@ -114,15 +115,11 @@ def migrate(run_dir: str | Path) -> Migration:
     store = Store(root)
     rekeyed: dict[str, int] = {}
     with store.locked():
-        prompt_rows = _rows(store, "prompts")
-        prompt_keys: dict[str, str] = {}  # old prompt key -> new
-        for row in prompt_rows:
+        prompt_keys: dict[str, str] = {}  # format-1 prompt key (the row's set_key) -> Prompt.key
+        for row in _rows(store, "prompts"):
             if isinstance(row.get("id"), str) and isinstance(row.get("text"), str):
-                new = Prompt.from_dict(row).key
-                if isinstance(row.get("key"), str):
-                    prompt_keys[row["key"]] = new
-                row["key"] = new
-        rekeyed["prompts"] = _rewrite(store, "prompts", prompt_rows)
+                prompt = Prompt.from_dict(row)
+                prompt_keys[prompt.set_key] = prompt.key
 
         response_rows = _rows(store, "responses")
         response_keys: dict[str, str] = {}  # old response key -> new
@@ -158,6 +155,9 @@ def migrate(run_dir: str | Path) -> Migration:
 
         cells = read_cells(root)
         if cells is not None:
-            write_cells(root, Cells(frozenset(response_keys.get(k, k) for k in cells.responses)))
+            write_cells(root, Cells(
+                frozenset(response_keys.get(k, k) for k in cells.responses),
+                {response_keys.get(k, k): name for k, name in cells.sets.items()},
+            ))
         write_store_format(root)
     return Migration(found, rekeyed)

@@ -383,7 +383,7 @@ def snapshot_inputs(work: Work, store: Store, index: TranslationIndex) -> None:
     alone says what was asked (reports and judges read them from there)."""
     table_p = store.table(Prompt)
     have_p = table_p.keys()
-    new_p = [p for items in work.sources.values() for p in items if p.key not in have_p]
+    new_p = [p for items in work.sources.values() for p in items if p.set_key not in have_p]
     if new_p:
         table_p.append(_ForStore(p) for p in new_p)  # type: ignore[misc]
     table_t = store.table(Translation)
@@ -401,11 +401,13 @@ def snapshot_inputs(work: Work, store: Store, index: TranslationIndex) -> None:
 
 
 class _ForStore:
-    """A Prompt with ``key`` as a field in its JSON (the store de-duplicates by that key)."""
+    """A Prompt with ``key`` as a field in its JSON (the store de-duplicates by that key): its
+    ``set_key``, so a subset imported under another name keeps rows of its own name (the report
+    reads a prompt's categories by set and id)."""
 
     def __init__(self, prompt: Prompt) -> None:
         self.prompt = prompt
-        self.key = prompt.key
+        self.key = prompt.set_key
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.prompt.to_dict(), "key": self.key}

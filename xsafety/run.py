@@ -190,12 +190,12 @@ def cells_of(plan: Plan, book: SignatureBook) -> Cells:
     a smaller ``limit``, a model removed) it also holds responses the config no longer asks for.
     ``cells.json`` lets a reader (the report) keep to the current cells.
     """
-    keys = set()
+    sets: dict[str, str] = {}
     for mp in plan.models:
         sig = book.get(mp.fingerprint)
         if sig:
-            keys.update(response_key(sig, i) for i in mp.items)
-    return Cells(frozenset(keys))
+            sets.update((response_key(sig, i), i.set) for i in mp.items)
+    return Cells(frozenset(sets), sets)
 
 
 def _run_stages(plan: Plan, store: Store, book: SignatureBook, result: RunResult, progress: Progress) -> Plan:

@@ -410,9 +410,14 @@ def write_info(run_dir: str | Path, info: RunInfo) -> None:
 
 @dataclass(frozen=True)
 class Cells:
-    """The response keys the run's current config asks for."""
+    """The response keys the run's current config asks for, and the set each belongs to in it.
+
+    A response is shared by every set that has its prompt (same id and text), and its record
+    names the set it was first asked for: ``sets`` says which set the current run asks it for.
+    """
 
     responses: frozenset[str]
+    sets: Mapping[str, str] = field(default_factory=dict)  # response key -> set name in this run
 
 
 def read_cells(run_dir: str | Path) -> Cells | None:
@@ -424,13 +429,19 @@ def read_cells(run_dir: str | Path) -> Cells | None:
     keys = data.get("responses") if isinstance(data, dict) else None
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise InputError("expected a list of response keys", file=path, field="responses")
-    return Cells(frozenset(keys))
+    sets = data.get("sets", {})
+    if not isinstance(sets, dict) or not all(isinstance(v, str) for v in sets.values()):
+        raise InputError("expected an object of response key -> set name", file=path, field="sets")
+    return Cells(frozenset(keys), sets)
 
 
 def write_cells(run_dir: str | Path, cells: Cells) -> Path:
     """Write ``cells.json`` atomically (keys sorted: the file is diff-friendly)."""
     path = Path(run_dir) / CELLS_FILE
-    _write_atomic(path, json.dumps({"responses": sorted(cells.responses)}) + "\n")
+    data: dict[str, Any] = {"responses": sorted(cells.responses)}
+    if cells.sets:
+        data["sets"] = dict(sorted(cells.sets.items()))
+    _write_atomic(path, json.dumps(data) + "\n")
     return path
 
 
@@ -492,6 +503,7 @@ def store_stamp(run_dir: str | Path, extra: Any) -> str:
         if sub.is_dir() and sub.name not in (REPORT_DIR, RUN_TRANSLATIONS) and not sub.name.startswith("."):
             parts += [(f.name, f.stat().st_size) for f in sorted(sub.glob("*.jsonl"))]
     return stable_hash("store", parts, extra)
+
 
 # --- the store's key format ---------------------------------------------------------------------
 

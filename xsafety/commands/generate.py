@@ -95,11 +95,11 @@ def generate_command(
                 )
         if not items:
             raise InputError(f"nothing to generate for set {set_name!r} in {', '.join(wanted)}", field="locales")
+        check_store_format(run)  # an older key format would recompute every stored response
         if emit_batch is not None or import_batch is not None:
             _batch(work, store, book, index, mp, decoding, emit_batch, import_batch)
             return
         # Unset options are dropped; a set one the backend cannot use is an error.
-        check_store_format(run)  # an older key format would recompute every stored response
         chat_model = load_model(model, decoding, **mp.model.options)
         try:
             with store.locked():

@@ -32,6 +32,7 @@ Attacks applied before translation use derived ids (``<id>~<attack>`` in set ``<
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -285,7 +286,10 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         stale = len(responses) - len(kept)
         if stale:
             log.info("report: %d stored responses are outside the current cells and left out", stale)
-        responses = kept
+        # A response is shared by the sets that have its prompt (same id and text); it counts for
+        # the set the current run asked it for, not the one its record was first made for.
+        responses = {k: r if cells.sets.get(k, r.set) == r.set else dataclasses.replace(r, set=cells.sets[k])
+                     for k, r in kept.items()}
         judge_ok = info.current_judge_signatures
         if judge_ok is not None and primary_judge:
             # An explicit signature is honoured even if stale; a bare name must resolve among
@@ -308,6 +312,7 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         run_sets = english_sets or {r.set for r in responses.values()} or set(info.sets)
         used_pairs |= {(s, c) for s in run_sets for c in silent}
     translations = _translations_for(store)
+    by_key = {t.key: t for t in translations.values()}
     names = model_names(responses.values(), info)
 
     by_response: dict[str, list[Verdict]] = {}
@@ -337,7 +342,8 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
         xtype = (prompt.xsafety_type if prompt else r.meta.get("xsafety_type")) or None
         if r.locale not in resource_cache:
             resource_cache[r.locale] = resource_of(r.locale, resources)
-        t = translations.get((r.set, r.locale, r.prompt_id))
+        # A translation made for another set with this prompt is found by the key it was sent from.
+        t = translations.get((r.set, r.locale, r.prompt_id)) or by_key.get(r.input_key)
         base = {
             "response_key": r.key,
             "model": r.model,
