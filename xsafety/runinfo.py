@@ -564,5 +564,7 @@ def check_store_format(run_dir: str | Path, *, stamp: bool = True) -> None:
             f"records keyed in store format {found}, newer than this xsafety reads ({STORE_FORMAT}): upgrade xsafety",
             file=Path(run_dir),
         )
-    if stamp and read_store_format(run_dir) is None:
-        write_store_format(run_dir)
+    root = Path(run_dir)
+    if stamp and read_store_format(root) is None and (root.is_dir() or not root.exists()):
+        # (A path that is a file is left for the run's own one-line error.)
+        write_store_format(root)
