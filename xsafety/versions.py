@@ -7,6 +7,11 @@ prompt format, a decoding loop, a gate's arithmetic) or the form of its signatur
 then recomputed on the next run, instead of old ones being silently reused. A change that cannot
 change an output (speed, logging, batching) keeps the version.
 
+A change to how keys are formed from signatures and items (not to what a component makes) is
+not a component's version: it is the run directory's store format (``runinfo.STORE_FORMAT``), and
+``xsafety migrate`` re-keys an older directory from what its records hold (the set's name left
+the prompt and response keys in format 2 without any version here moving).
+
 The versions also stand in for the code in the plan's fingerprints (``xsafety.plan``), which let a
 run know a signature without loading the component: no file modification time is involved.
 """
