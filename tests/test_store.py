@@ -134,3 +134,24 @@ def test_torn_write_from_a_real_kill(tmp_path: Path) -> None:
         fh.write(json.dumps(_resp(1).to_dict()).encode()[:25])
     time.sleep(0)
     assert list(table.load()) == ["k0"]
+
+
+def test_a_reread_table_sees_every_change_made_since(tmp_path: Path) -> None:
+    """Loads are served from memory only while no shard changed: an append to a shard, a new
+    shard and a removed shard are all seen by the next load, and callers get their own dicts."""
+    from xsafety.records import Prompt
+    from xsafety.store import Store
+
+    table = Store(tmp_path).table(Prompt)
+    p = [Prompt(id=f"p{i}", set="s", text=f"text {i}", category="c", source="test") for i in range(4)]
+    table.append(p[:2])
+    first = table.load()
+    first.clear()  # the caller's own dict: the next load is unaffected
+    assert list(table.load()) == [r.key for r in p[:2]]
+    with table.writer() as w:
+        w.write(p[2])
+        assert list(table.load()) == [r.key for r in p[:3]]  # same shard set, one shard grew
+        w.write(p[3])
+        assert len(table.load()) == 4
+    table.shards()[0].unlink()
+    assert list(table.load()) == [r.key for r in p[2:]]

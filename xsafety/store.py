@@ -31,6 +31,7 @@ import typing
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,6 +112,11 @@ class LoadReport:
     duplicates: int = 0
 
 
+# Parsed tables by (directory, record class, name), with the shard state they were read at.
+_LOAD_CACHE_TABLES = 16
+_LOAD_CACHE: "OrderedDict[tuple[str, type, str], tuple[tuple[tuple[str, int, int], ...], dict[str, Any], LoadReport]]" = OrderedDict()
+
+
 class Table(Generic[R]):
     """All shards of one record type under one store root."""
 
@@ -158,8 +164,38 @@ class Table(Generic[R]):
                 log.warning("%s: dropping a torn last line (an interrupted write)", shard)
         self.last_load = report
 
+    def _state(self) -> tuple[tuple[str, int, int], ...]:
+        """(name, size, mtime_ns) of every shard: any append, new shard, cut or removal changes it."""
+        state = []
+        for shard in self.shards():
+            st = shard.stat()
+            state.append((shard.name, st.st_size, st.st_mtime_ns))
+        return tuple(state)
+
     def load(self) -> dict[str, R]:
-        """All records by key, in store order; the first copy of a key wins."""
+        """All records by key, in store order; the first copy of a key wins.
+
+        A table whose shards have not changed since this process last read it is not parsed again
+        (a run reads the same translations and responses in several stages and the report twice);
+        the caller gets its own dict of the same frozen records."""
+        cache_key = (str(self.dir.resolve()), self.cls, self.name)
+        try:
+            state = self._state()
+        except OSError:
+            state = None
+        hit = _LOAD_CACHE.get(cache_key)
+        if state is not None and hit is not None and hit[0] == state:
+            _LOAD_CACHE.move_to_end(cache_key)
+            self.last_load = dataclasses.replace(hit[2])
+            return dict(hit[1])
+        out = self._parse()
+        if state is not None:
+            _LOAD_CACHE[cache_key] = (state, dict(out), dataclasses.replace(self.last_load))
+            while len(_LOAD_CACHE) > _LOAD_CACHE_TABLES:
+                _LOAD_CACHE.popitem(last=False)
+        return out
+
+    def _parse(self) -> dict[str, R]:
         out: dict[str, R] = {}
         dups = bad = 0
         for row in self.iter_dicts():
