@@ -189,6 +189,8 @@ def test_a_format1_run_dir_is_refused_then_migrated_once(tiny_llama: Path, sets:
     assert refused.exit_code == 2
     assert f"xsafety migrate --run-dir {run_dir}" in refused.output
     assert len(refused.output.strip().splitlines()) == 1
+    status = CliRunner().invoke(app, ["status", "--run-dir", str(run_dir)])
+    assert status.exit_code == 2 and "xsafety migrate --run-dir" in status.output
 
     migrated = CliRunner().invoke(app, ["migrate", "--run-dir", str(run_dir)])
     assert migrated.exit_code == 0, migrated.output

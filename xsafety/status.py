@@ -22,7 +22,7 @@ from xsafety.generate import ResponseError, response_key
 from xsafety.judges.stage import ERRORS_TABLE
 from xsafety.plan import Plan, Work, make_plan, resolve
 from xsafety.records import Response, Verdict
-from xsafety.runinfo import RUN_INFO, RunInfo, SignatureBook, read_info
+from xsafety.runinfo import RUN_INFO, RunInfo, SignatureBook, check_store_format, read_info
 from xsafety.store import Store
 
 
@@ -72,6 +72,8 @@ def run_status(run_dir: str | Path) -> RunStatus:
     """Planned vs stored per stage (translations per locale, responses per model x locale,
     verdicts per judge x mode), with the errors a rerun would retry."""
     run_dir = Path(run_dir)
+    # Counted against format-2 keys, a format-1 store would read as nothing done.
+    check_store_format(run_dir, stamp=False)
     info = read_info(run_dir)
     config = config_of(run_dir, info)
     store = Store(run_dir)
