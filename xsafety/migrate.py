@@ -30,7 +30,7 @@ from typing import Any
 from xsafety.errors import InputError
 from xsafety.generate import response_key_of
 from xsafety.judges.stage import ERRORS_TABLE, verdict_key
-from xsafety.records import Prompt
+from xsafety.records import Prompt, Record
 from xsafety.runinfo import (
     STORE_FORMAT,
     Cells,
@@ -93,8 +93,7 @@ def _rewrite(store: Store, table: str, rows: Iterable[dict[str, Any]]) -> int:
 
 
 def _rows(store: Store, name: str) -> list[dict[str, Any]]:
-    from xsafety.records import Record
-
+    """Every intact row of table ``name`` as a dict (shapes are kept as they are)."""
     return list(store.table(Record, name).iter_dicts())
 
 
