@@ -26,6 +26,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,9 @@ def run_size(answers: int, work: Path, env: dict[str, str], url: str, stamps: Pa
     if stamps.exists():
         stamps.unlink()
     started = time.time()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = _xsafety(["run", str(config)], env, work)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     ended = time.time()
     if proc.returncode not in (0, 1):
         raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -130,7 +133,10 @@ def run_size(answers: int, work: Path, env: dict[str, str], url: str, stamps: Pa
     window = (state["last"] - state["first"]) if state["n"] else 0.0
     total = ended - started
     return {"answers": float(prompts * (len(LOCALES) + 1)), "requests": float(state["n"]), "total_s": total,
-            "generation_window_s": window, "non_model_s": total - window}
+            "generation_window_s": window, "non_model_s": total - window,
+            # CPU seconds of the xsafety process (user + system): steadier than wall time on a
+            # shared machine; it includes the HTTP client's share of the generation window.
+            "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)}
 
 
 def main() -> None:
@@ -162,13 +168,14 @@ def main() -> None:
             rows = [run_size(n, work, env, url, stamps) for n in sizes]
         finally:
             server.terminate()
-    print(f"load average at the end: {os.getloadavg()[0]:.2f} (2 cores)")
+    print("load averages at the end (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+          + f" ({os.cpu_count()} cores)")
     print(f"{'answers':>8} {'requests':>8} {'total s':>8} {'non-model s':>11} {'gen window s':>12} "
-          f"{'ms/request':>10} {'non-model ms/answer':>19}")
+          f"{'ms/request':>10} {'non-model ms/answer':>19} {'xsafety cpu s':>13}")
     for r in rows:
         per_req = 1000 * r["generation_window_s"] / r["requests"] if r["requests"] else 0.0
         print(f"{r['answers']:>8.0f} {r['requests']:>8.0f} {r['total_s']:>8.1f} {r['non_model_s']:>11.1f} "
-              f"{r['generation_window_s']:>12.1f} {per_req:>10.2f} {1000 * r['non_model_s'] / r['answers']:>19.2f}")
+              f"{r['generation_window_s']:>12.1f} {per_req:>10.2f} {1000 * r['non_model_s'] / r['answers']:>19.2f} {r['cpu_s']:>13.1f}")
     if len(rows) > 1:
         small, large = rows[0], rows[-1]
         growth = (large["non_model_s"] / large["answers"]) / (small["non_model_s"] / small["answers"])
