@@ -340,6 +340,8 @@ def test_dry_run_estimates_time_from_this_machines_earlier_runs(finished: tuple[
     cfg = write_config(tmp_path / "run.toml", copy, tiny_llama, ["en", "es"], limit=LIMIT + 1)
     _forbid_loading(monkeypatch)
     monkeypatch.setenv("COLUMNS", "300")
+    # A cache of its own: the module's finished run recorded its throughput in the shared one.
+    monkeypatch.setenv("XSAFETY_CACHE", str(tmp_path / "cache"))
 
     def generate_row() -> list[str]:
         out = CliRunner().invoke(app, ["run", str(cfg), "--dry-run"])
