@@ -159,15 +159,19 @@ def main() -> None:
         if imported.returncode != 0:
             raise SystemExit(f"import failed:\n{imported.stderr[-2000:]}")
         print(f"import of XSafety (2,800 prompts, 9 reference locales): {time.time() - t0:.1f} s")
-        queue: mp.Queue[int] = mp.Queue()
         stamps = work / "stamps.json"
-        server = mp.Process(target=_serve, args=(queue, str(stamps)), daemon=True)
-        server.start()
-        try:
-            url = f"http://127.0.0.1:{queue.get(timeout=30)}/v1"
-            rows = [run_size(n, work, env, url, stamps) for n in sizes]
-        finally:
-            server.terminate()
+        rows = []
+        for n in sizes:
+            # A fresh server per size: its first/last stamps and request count are that run's alone.
+            queue: mp.Queue[int] = mp.Queue()
+            server = mp.Process(target=_serve, args=(queue, str(stamps)), daemon=True)
+            server.start()
+            try:
+                url = f"http://127.0.0.1:{queue.get(timeout=30)}/v1"
+                rows.append(run_size(n, work, env, url, stamps))
+            finally:
+                server.terminate()
+                server.join()
     print("load averages at the end (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
           + f" ({os.cpu_count()} cores)")
     print(f"{'answers':>8} {'requests':>8} {'total s':>8} {'non-model s':>11} {'gen window s':>12} "
