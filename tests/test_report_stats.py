@@ -88,3 +88,21 @@ def test_cohen_kappa_hand_example() -> None:
     assert cohen_kappa(x, y) == pytest.approx((0.8 - 0.52) / (1 - 0.52))
     assert cohen_kappa(["a", "a"], ["a", "a"]) == 1.0
     assert math.isnan(cohen_kappa([], []))
+
+
+def test_paired_bootstrap_shortcuts_give_the_general_figures() -> None:
+    """Unit weights take a shortcut (no weight gather) and repeated questions are answered from a
+    memo: both give exactly what the general computation gives, and a new seed is a new answer."""
+    import numpy as np
+
+    from xsafety.report import stats
+
+    rng = np.random.default_rng(3)
+    a, b = (rng.random(500) < 0.3).astype(float), (rng.random(500) < 0.4).astype(float)
+    stats._BOOT_CACHE.clear()
+    general = stats.paired_bootstrap(a, b, weights=np.ones(500), n_boot=400, seed=7)
+    shortcut = stats.paired_bootstrap(a, b, n_boot=400, seed=7)
+    assert shortcut == general
+    assert stats.paired_bootstrap(a, b, n_boot=400, seed=7) is shortcut  # from the memo
+    assert stats.paired_bootstrap(a, b, n_boot=400, seed=8) != shortcut
+    assert stats.paired_bootstrap(b, a, n_boot=400, seed=7).diff == -shortcut.diff
