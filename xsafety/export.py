@@ -63,6 +63,7 @@ from xsafety.report.categories import UNCATEGORISED, macro_of
 from xsafety.report.frame import ENGLISH, PRIMARY_MODE, RunData, base_of, load_run
 from xsafety.report.wording import shown_label
 from xsafety.store import Store
+from xsafety.taxonomy import source_category as taxonomy_source_category
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +111,7 @@ def source_category(prompt: Prompt | None) -> str:
     """
     if prompt is None:
         return NO_SOURCE_CATEGORY
-    source = (prompt.source or "").lower()
-    if source in ("multijail", "catqa", "harmfulqa") and prompt.tags:
-        return str(prompt.tags[0])
-    if prompt.xsafety_type:
-        return str(prompt.xsafety_type)
-    if source == "alert" and prompt.category:
-        return prompt.category
-    own = [t for t in prompt.tags if ":" not in t]
-    return str(own[0]) if own else NO_SOURCE_CATEGORY
+    return taxonomy_source_category(prompt) or NO_SOURCE_CATEGORY
 
 
 def load_prompts(store: Store, sets: Iterable[str]) -> dict[tuple[str, str], Prompt]:

@@ -477,8 +477,13 @@ def source_category(prompt: Prompt) -> str:
     the source has none. Reports and samples stratify by it beside the ALERT category, because a
     mapping to ALERT merges categories the source kept apart.
     """
+    source = (prompt.source or "").lower()
+    if source in ("multijail", "catqa", "harmfulqa") and prompt.tags:
+        return str(prompt.tags[0])
     if prompt.xsafety_type:
-        return prompt.xsafety_type
-    if prompt.source in ("multijail", "catqa", "harmfulqa"):
-        return prompt.tags[0] if prompt.tags else ""
-    return prompt.category
+        return str(prompt.xsafety_type)
+    if source == "alert":
+        return prompt.category
+    # A plain file's own labels are its tags (derived tags such as "attack:x" are not categories).
+    own = [t for t in prompt.tags if ":" not in t]
+    return str(own[0]) if own else ""
