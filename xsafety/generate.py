@@ -166,17 +166,7 @@ def _generate(store: Store, model: ChatModel, items: Sequence[GenItem], progress
     with progress_bar("generate", len(requests), progress) as bar, responses.writer() as ok_out, failures.writer() as err_out:
 
         def on_result(result: ChatResult) -> None:
-            item = wanted[result.id]
-            if result.error:
-                summary.failed += 1
-                if len(summary.errors) < 5:
-                    summary.errors.append(result.error)
-                err_out.write(_error_record(sig, item, result))
-            else:
-                summary.new += 1
-                summary.prompt_tokens += result.prompt_tokens or 0
-                summary.completion_tokens += result.completion_tokens or 0
-                ok_out.write(_response_record(sig, item, result))
+            _store_result(summary, sig, wanted[result.id], result, ok_out, err_out)
             summary.seconds = time.perf_counter() - started
             # Tokens, not answers, are the work: a long answer counts for more in the estimate.
             bar.advance(1, rate=f"{summary.tokens_per_s:.1f} tok/s",
@@ -239,17 +229,22 @@ def import_batch(
             item = wanted[r.custom_id]
             result = ChatResult(id=r.custom_id, text=r.text, finish_reason=r.finish_reason,
                                 prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, error=r.error)
-            if result.error:
-                summary.failed += 1
-                if len(summary.errors) < 5:
-                    summary.errors.append(result.error)
-                err_out.write(_error_record(sig, item, result))
-            else:
-                summary.new += 1
-                summary.prompt_tokens += result.prompt_tokens or 0
-                summary.completion_tokens += result.completion_tokens or 0
-                ok_out.write(_response_record(sig, item, result))
+            _store_result(summary, sig, item, result, ok_out, err_out)
     return summary
+
+
+def _store_result(summary: GenSummary, sig: str, item: GenItem, result: ChatResult, ok_out: Any, err_out: Any) -> None:
+    # A failure goes to its own table (see the module docstring), a success to the responses.
+    if result.error:
+        summary.failed += 1
+        if len(summary.errors) < 5:
+            summary.errors.append(result.error)
+        err_out.write(_error_record(sig, item, result))
+    else:
+        summary.new += 1
+        summary.prompt_tokens += result.prompt_tokens or 0
+        summary.completion_tokens += result.completion_tokens or 0
+        ok_out.write(_response_record(sig, item, result))
 
 
 def _response_record(sig: str, item: GenItem, result: ChatResult) -> Response:
