@@ -85,6 +85,7 @@ class RunResult:
     judged: dict[str, Any] = field(default_factory=dict)  # judge name -> JudgeSummary
     report: Path | None = None
     report_rebuilt: bool = False
+    report_data: Any = None  # the computed report (ReportData) when this run rebuilt it
     models_loaded: list[str] = field(default_factory=list)
     judges_loaded: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -348,7 +349,7 @@ def _report(config: RunConfig, store: Store, info: RunInfo, result: RunResult) -
     The stamp lives in the report folder itself, so a report written in between by ``xsafety
     report`` (another policy or judge; it writes no stamp) is never taken for the run's own.
     """
-    from xsafety.report import REPORT_FORMAT, build_report
+    from xsafety.report import REPORT_FORMAT, compute, write_report
     from xsafety.report.folder import read_stamp
     from xsafety.report.judge_error import config_calibration_path
 
@@ -367,7 +368,9 @@ def _report(config: RunConfig, store: Store, info: RunInfo, result: RunResult) -
     if not store.table(Response).keys():
         return
     try:
-        result.report = build_report(store.root, policy=config.policy, stamp=stamp)
+        # Computed once: the terminal summary is drawn from the same data the folder is written from.
+        result.report_data = compute(store.root, config.policy)
+        result.report = write_report(result.report_data, report_dir, stamp=stamp)
     except XSafetyError as exc:
         result.failures.append(f"report: {exc}")
         return

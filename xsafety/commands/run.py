@@ -119,8 +119,11 @@ def _print_done(result: "RunResult") -> None:
     if result.report is not None:
         try:
             from xsafety.report import summary_table
+            from xsafety.report.build import summary_rich
 
-            out.print(summary_table(result.run_dir))
+            # A rebuilt report was computed once already; an unchanged one is read from the store.
+            data = result.report_data
+            out.print(summary_rich(data) if data is not None else summary_table(result.run_dir))
         except XSafetyError as exc:
             typer.secho(f"summary unavailable: {exc}", fg="yellow", err=True)
         typer.echo(f"report: {result.report}" + ("" if result.report_rebuilt else " (unchanged)"), err=True)
