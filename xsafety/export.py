@@ -60,6 +60,7 @@ import polars as pl
 from xsafety.errors import InputError
 from xsafety.records import Prompt, Response, Verdict
 from xsafety.report.categories import UNCATEGORISED, macro_of
+from xsafety.report.csvsafe import inert_cell as neutralise_cell
 from xsafety.report.frame import ENGLISH, PRIMARY_MODE, RunData, base_of, load_run
 from xsafety.report.wording import shown_label
 from xsafety.store import Store
@@ -69,8 +70,6 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "jsonl", "csv")
 NO_SOURCE_CATEGORY = "none"
-# Spreadsheets run a cell that starts with one of these as a formula (CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 ITEM_SCHEMA: dict[str, Any] = {
     "response_key": pl.Utf8,
@@ -291,13 +290,6 @@ def load_rates(run_dir: str | Path, policy: str | None = None, by: str = "locale
         raise InputError(f"unknown breakdown {by!r}; one of: locale, {', '.join(BREAKDOWNS)}", field="by")
     data = compute(run_dir, policy, breakdowns=by != "locale")
     return data.summary if by == "locale" else data.tables[f"rates_locale_{by}"]
-
-
-def neutralise_cell(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula gets a leading apostrophe; others unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def write_items(items: pl.DataFrame, path: str | Path, fmt: str) -> Path:

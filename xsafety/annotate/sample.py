@@ -25,6 +25,7 @@ from typing import Any
 
 from xsafety.errors import InputError
 from xsafety.records import Prompt, Response, Translation, Verdict, stable_hash
+from xsafety.report.csvsafe import inert_cell  # model output can start with "=HYPERLINK(..."
 from xsafety.store import Store
 
 ANNOTATION_DIR = "annotations"
@@ -177,15 +178,6 @@ def draw_sample(
         sample_id=sample_id, run_dir=str(Path(run_dir)), judge=run.primary_judge, seed=seed, per_locale=per_locale,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), items=tuple(items),
     )
-
-
-# A cell a spreadsheet would run as a formula (model output can start with "=HYPERLINK(...").
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def inert_cell(value: object) -> object:
-    """Text that starts like a formula, prefixed with ``'`` so a spreadsheet shows it as text."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
 def write_csv(sample: Sample, path: Path) -> Path:

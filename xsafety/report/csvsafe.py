@@ -9,11 +9,18 @@ columns are left alone: ``-1.5`` is a number, not a formula. Parquet files keep 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
 
-FORMULA_START = r"^[=+\-@\t\r]"
+FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = "^[" + "".join(re.escape(c) for c in FORMULA_PREFIXES) + "]"
+
+
+def inert_cell(value: object) -> object:
+    """One cell: text that starts like a formula gets a leading ``'``; anything else is unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) else value
 
 
 def neutralised(df: pl.DataFrame) -> pl.DataFrame:
