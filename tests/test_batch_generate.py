@@ -99,3 +99,14 @@ def test_batch_files_need_an_openai_spec(tmp_path: Path) -> None:
                                    "--run-dir", str(tmp_path / "run"), "--emit-batch", str(tmp_path / "b.jsonl")])
     assert out.exit_code == 2 and "openai:" in out.output
     assert not (tmp_path / "b.jsonl").exists()
+
+
+def test_bad_batch_paths_leave_no_run_directory_behind(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for extra, field in ((["--import-batch", str(tmp_path / "missing.jsonl")], "--import-batch"),
+                         (["--emit-batch", str(tmp_path)], "--emit-batch"),
+                         (["--emit-batch", str(tmp_path / "a.jsonl"), "--import-batch", str(tmp_path / "b.jsonl")], "--import-batch")):
+        out = _generate(run, *extra)
+        lines = [x for x in out.output.splitlines() if x.strip()]
+        assert out.exit_code == 2 and len(lines) == 1 and f"field '{field}'" in lines[0], out.output
+        assert not run.exists()

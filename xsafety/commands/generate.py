@@ -68,6 +68,13 @@ def generate_command(
             raise InputError("must name a folder", field="--run-dir")
         if run_path.exists() and not run_path.is_dir():
             raise InputError("is a file, not a run directory", file=run_path, field="--run-dir")
+        # Batch file paths are checked before the run directory is touched.
+        if emit_batch is not None and import_batch is not None:
+            raise InputError("give --emit-batch or --import-batch, not both", field="--import-batch")
+        if import_batch is not None and not import_batch.is_file():
+            raise InputError("no such file", file=import_batch, field="--import-batch")
+        if emit_batch is not None and emit_batch.is_dir():
+            raise InputError("is a directory, not a file", file=emit_batch, field="--emit-batch")
         parse_spec(model)  # a malformed spec should fail before any prompt is loaded
         problem = spec_problem(model)
         if problem:
@@ -131,8 +138,6 @@ def _batch(work: "Work", store: "Store", book: "SignatureBook", index: "Translat
     from xsafety.models.spec import parse_spec
     from xsafety.plan import snapshot_inputs
 
-    if emit is not None and results is not None:
-        raise InputError("give --emit-batch or --import-batch, not both", field="--import-batch")
     if parse_spec(mp.model.spec).kind != "openai":
         raise InputError("a batch file needs an openai:MODEL@URL spec (the URL is not contacted)", field="--model")
     chat_model = load_model(mp.model.spec, decoding, **mp.model.options)
