@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "xsafety_parallel.jsonl"
@@ -88,13 +89,68 @@ def _serve(port_out: "mp.Queue[int]", stamps: str) -> None:
     asyncio.run(main())
 
 
+# The xsafety process, wrapped: the wall and CPU seconds of each stage function of ``xsafety.run``
+# (and of the imports before the CLI starts) go to the JSON file named by XSAFETY_BENCH_STAGES, and
+# with XSAFETY_BENCH_PROFILE a cProfile of the whole process goes to that file. The wrapping only
+# measures: every stage runs as the CLI runs it.
+_DRIVER = r"""
+import atexit, json, os, sys, time
+_out = os.environ.get("XSAFETY_BENCH_STAGES")
+_prof_path = os.environ.get("XSAFETY_BENCH_PROFILE")
+_prof = None
+if _prof_path:
+    import cProfile
+    _prof = cProfile.Profile()
+    _prof.enable()
+_stages = {}
+def _add(name, wall, cpu):
+    w, c = _stages.get(name, (0.0, 0.0))
+    _stages[name] = (w + wall, c + cpu)
+def _dump():
+    if _prof is not None:
+        _prof.disable()
+        _prof.dump_stats(_prof_path)
+    if _out:
+        with open(_out, "w") as f:
+            json.dump(_stages, f)
+atexit.register(_dump)
+_w, _c = time.perf_counter(), time.process_time()
+from xsafety.cli import main
+import xsafety.run as _run
+_add("imports (CLI start)", time.perf_counter() - _w, time.process_time() - _c)
+def _wrap(name, label):
+    fn = getattr(_run, name)
+    def timed(*a, **k):
+        w, c = time.perf_counter(), time.process_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            _add(label, time.perf_counter() - w, time.process_time() - c)
+    setattr(_run, name, timed)
+for _name, _label in [("resolve_locales", "resolve config"), ("validate", "resolve config"),
+                      ("resolve", "resolve config"), ("resolved_info", "run.json"), ("write_info", "run.json"),
+                      ("make_plan", "plan"), ("_translate", "translate (references, gates)"),
+                      ("snapshot_inputs", "snapshot inputs"), ("_generate", "generate (incl. window)"),
+                      ("_judge", "judge"), ("cells_of", "cells"), ("write_cells", "cells"),
+                      ("_report", "report (compute + write)")]:
+    _wrap(_name, _label)
+_w, _c = time.perf_counter(), time.process_time()
+try:
+    main()
+finally:
+    _add("whole CLI call", time.perf_counter() - _w, time.process_time() - _c)
+"""
+
+
 def _xsafety(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "from xsafety.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", _DRIVER, *args]
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=False)
 
 
-def run_size(answers: int, work: Path, env: dict[str, str], url: str, stamps: Path) -> dict[str, float]:
-    """One full run with ``answers`` answers (prompts x 10 languages); its timings."""
+def run_size(answers: int, work: Path, env: dict[str, str], url: str, stamps: Path,
+             profile: Path | None = None) -> dict[str, Any]:
+    """One full run with ``answers`` answers (prompts x 10 languages); its timings, with the wall and
+    CPU seconds per stage under "stages" (and a cProfile of the run in ``profile`` when given)."""
     prompts = answers // (len(LOCALES) + 1)
     config = work / f"pipeline-{answers}.toml"
     config.write_text(
@@ -123,6 +179,10 @@ def run_size(answers: int, work: Path, env: dict[str, str], url: str, stamps: Pa
         stamps.unlink()
     started = time.time()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stages_file = work / f"stages-{answers}.json"
+    env = {**env, "XSAFETY_BENCH_STAGES": str(stages_file)}
+    if profile is not None:
+        env["XSAFETY_BENCH_PROFILE"] = str(profile)
     proc = _xsafety(["run", str(config)], env, work)
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     ended = time.time()
@@ -136,13 +196,39 @@ def run_size(answers: int, work: Path, env: dict[str, str], url: str, stamps: Pa
             "generation_window_s": window, "non_model_s": total - window,
             # CPU seconds of the xsafety process (user + system): steadier than wall time on a
             # shared machine; it includes the HTTP client's share of the generation window.
-            "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)}
+            "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
+            "stages": json.loads(stages_file.read_text()) if stages_file.exists() else {}}
+
+
+def _print_stages(rows: list[dict[str, Any]]) -> None:
+    """Wall and CPU seconds per stage, one column pair per size; the generation stage also without
+    its generation window (what xsafety spends there around the requests)."""
+    names: list[str] = []
+    for r in rows:
+        names += [n for n in r["stages"] if n not in names]
+    if not names:
+        return
+    print("split by stage (wall s / cpu s of the xsafety process):")
+    print(f"{'stage':<34}" + "".join(f" {int(r['answers']):>15}" for r in rows))
+    for name in names:
+        cells = []
+        for r in rows:
+            wall, cpu = r["stages"].get(name, (0.0, 0.0))
+            cells.append(f" {wall:>7.1f} /{cpu:>6.1f}")
+        print(f"{name:<34}" + "".join(cells))
+    cells = []
+    for r in rows:
+        wall, _ = r["stages"].get("generate (incl. window)", (0.0, 0.0))
+        cells.append(f" {wall - r['generation_window_s']:>7.1f} /{'':>6}")
+    print(f"{'generate outside the window':<34}" + "".join(cells))
 
 
 def main() -> None:
     """Run the sizes asked for and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sizes", default="2800,28000", help="answers per run, comma-separated")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write a cProfile of each size's xsafety run to DIR/run-<answers>.prof")
     parser.add_argument("--keep", type=Path, default=None,
                         help="work in this directory and keep it (run dirs, configs) instead of a temporary one")
     args = parser.parse_args()
@@ -168,7 +254,11 @@ def main() -> None:
             server.start()
             try:
                 url = f"http://127.0.0.1:{queue.get(timeout=30)}/v1"
-                rows.append(run_size(n, work, env, url, stamps))
+                prof = None
+                if args.profile is not None:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    prof = args.profile.resolve() / f"run-{n}.prof"
+                rows.append(run_size(n, work, env, url, stamps, prof))
             finally:
                 server.terminate()
                 server.join()
@@ -180,6 +270,7 @@ def main() -> None:
         per_req = 1000 * r["generation_window_s"] / r["requests"] if r["requests"] else 0.0
         print(f"{r['answers']:>8.0f} {r['requests']:>8.0f} {r['total_s']:>8.1f} {r['non_model_s']:>11.1f} "
               f"{r['generation_window_s']:>12.1f} {per_req:>10.2f} {1000 * r['non_model_s'] / r['answers']:>19.2f} {r['cpu_s']:>13.1f}")
+    _print_stages(rows)
     if len(rows) > 1:
         small, large = rows[0], rows[-1]
         growth = (large["non_model_s"] / large["answers"]) / (small["non_model_s"] / small["answers"])
