@@ -12,6 +12,9 @@ SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 
 os.environ.setdefault("XSAFETY_PROGRESS", "0")
+# Tiny-model tests compare greedy outputs across batchings in fp32; on a CPU whose bf16 probe says
+# "faster" auto would pick bf16 there. Tests of the probe itself unset this.
+os.environ.setdefault("XSAFETY_CPU_BF16", "0")
 
 
 def shared_file(name: str) -> Path:

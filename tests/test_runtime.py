@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -27,16 +27,63 @@ flags\t\t: fpu vme sse sse2 avx2 {extra} avx512f
 
 @pytest.mark.parametrize(
     ("extra", "native"),
-    # avx512_bf16 without AMX measured no faster than fp32 here: only AMX makes auto pick bf16.
+    # AMX always means bf16; no bf16 flag never; avx512_bf16 alone is decided by measurement
+    # (here a probe that says bf16 is slower, as it was on one host with that flag).
     [("avx512_bf16 amx_bf16 amx_tile", True), ("amx_bf16 amx_tile", True), ("avx512_bf16", False), ("", False)],
 )
-def test_native_bf16_is_read_from_cpuinfo_flags(tmp_path: Path, extra: str, native: bool) -> None:
+def test_native_bf16_is_read_from_cpuinfo_flags(tmp_path: Path, extra: str, native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(rt.BF16_ENV, raising=False)
     info = tmp_path / "cpuinfo"
     info.write_text(CPUINFO.format(extra=extra))
     flags = rt.cpu_flags(info)
     assert "avx2" in flags and "spectre_v1" not in flags
-    assert rt.cpu_has_native_bf16(flags) is native
-    assert rt.auto_dtype_name("cpu", cpu_bf16=rt.cpu_has_native_bf16(flags)) == ("bfloat16" if native else "float32")
+    slower = lambda: 0.57  # noqa: E731
+    assert rt.cpu_has_native_bf16(flags, probe=slower, cache_file=tmp_path / "probe.json") is native
+    assert rt.auto_dtype_name("cpu", cpu_bf16=native) == ("bfloat16" if native else "float32")
+
+
+def test_avx512_bf16_alone_is_measured_once_and_the_choice_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(rt.BF16_ENV, raising=False)
+    flags = frozenset({"avx2", "avx512f", "avx512_bf16"})
+    cache = tmp_path / "cpu-bf16.json"
+    calls: list[float] = []
+
+    def probe(value: float) -> Callable[[], float]:
+        def run() -> float:
+            calls.append(value)
+            return value
+
+        return run
+
+    assert rt.cpu_has_native_bf16(flags, probe=probe(2.2), cache_file=cache) is True
+    # A second run reads the kept figure: a different (noisy) measurement cannot flip the dtype,
+    # and with it every response key.
+    assert rt.cpu_has_native_bf16(flags, probe=probe(0.5), cache_file=cache) is True
+    assert calls == [2.2]
+    # Another CPU (other flags) is measured on its own.
+    assert rt.cpu_has_native_bf16(flags | {"avx512_fp16"}, probe=probe(1.1), cache_file=cache) is False
+    assert calls == [2.2, 1.1]
+    # A damaged cache file is measured again, not trusted.
+    cache.write_text("not json")
+    assert rt.cpu_has_native_bf16(flags, probe=probe(0.6), cache_file=cache) is False
+
+
+def test_bf16_can_be_pinned_by_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def never() -> float:
+        raise AssertionError("a pinned choice must not measure")
+
+    monkeypatch.setenv(rt.BF16_ENV, "1")
+    assert rt.cpu_has_native_bf16(frozenset(), probe=never, cache_file=tmp_path / "p.json") is True
+    monkeypatch.setenv(rt.BF16_ENV, "0")
+    assert rt.cpu_has_native_bf16(frozenset({"amx_bf16"}), probe=never) is False
+    monkeypatch.setenv(rt.BF16_ENV, "yes")
+    with pytest.raises(InputError, match="XSAFETY_CPU_BF16"):
+        rt.cpu_has_native_bf16(frozenset())
+
+
+def test_the_bf16_probe_measures_a_positive_ratio() -> None:
+    speedup = rt.bf16_matmul_speedup(rounds=1)
+    assert 0.05 < speedup < 50
 
 
 def test_missing_cpuinfo_means_no_flags(tmp_path: Path) -> None:
@@ -50,9 +97,10 @@ def test_cuda_gets_bf16_only_where_the_card_supports_it() -> None:
 
 
 def test_auto_dtype_on_this_cpu_follows_its_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(rt.BF16_ENV, raising=False)
     monkeypatch.setattr(rt, "cpu_flags", lambda cpuinfo=rt.CPUINFO: frozenset({"avx512_bf16", "amx_bf16"}))
     assert rt.pick_dtype("auto", "cpu") is torch.bfloat16
-    monkeypatch.setattr(rt, "cpu_flags", lambda cpuinfo=rt.CPUINFO: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setattr(rt, "cpu_flags", lambda cpuinfo=rt.CPUINFO: frozenset({"avx2"}))
     assert rt.pick_dtype("auto", "cpu") is torch.float32
     # The user's choice wins over detection, under any alias.
     assert rt.pick_dtype("bf16", "cpu") is torch.bfloat16

@@ -4,11 +4,14 @@ seq2seq translation (``translate/engines/seq2seq.py``).
 What lives here, and why in one place:
 
 * **Device and dtype.** ``auto`` is CUDA when a GPU is visible, else CPU. On CUDA the dtype is
-  bf16 where the card supports it (Ampere and later), else fp16; on CPU it is bf16 where the CPU
-  has AMX tiles (``amx_bf16`` in ``/proc/cpuinfo``) and fp32 elsewhere: without AMX, bf16 was
-  measured no faster than fp32 even with ``avx512_bf16`` (see ``NATIVE_BF16_FLAGS``), and
-  elsewhere it is emulated and slower. The dtype changes outputs, so backends put it in their
-  signatures; the device does not.
+  bf16 where the card supports it (Ampere and later), else fp16. On CPU it is bf16 where bf16
+  matrix multiplies run natively faster than fp32, fp32 elsewhere: AMX tiles (``amx_bf16``)
+  always are; ``avx512_bf16`` alone is measured, once per machine, because the flag does not
+  settle it (on one host with it, a 2-thread matmul ran bf16 420 vs fp32 189 GFLOP/s; on another
+  with the same flags and no AMX, bf16 ran at 0.57x fp32); without either flag bf16 is emulated
+  and slower. The measurement is cached (``cpu-bf16.json`` in the user cache) so that the choice,
+  and with it every signature, stays the same from run to run; ``XSAFETY_CPU_BF16=1/0`` pins it.
+  The dtype changes outputs, so backends put it in their signatures; the device does not.
 * **Threads.** torch uses every core it is given; on a machine shared with other jobs that
   oversubscribes the cores, and a torch thread that is descheduled stalls the others at every
   barrier (measured: at load 8-9 on 2 cores, 1 thread ran 3x faster than 2). The count is chosen
@@ -41,12 +44,19 @@ THREADS_ENV = "XSAFETY_TORCH_THREADS"
 CPUINFO = Path("/proc/cpuinfo")
 LOADAVG = Path("/proc/loadavg")
 
-# CPU flags that mean bf16 matrix multiplies run faster than fp32: AMX tiles. AVX-512 BF16 alone
-# is not enough: on this machine (Xeon model 207, avx512_bf16, AMX hidden by the hypervisor) bf16
-# cost the same CPU time per generated token as fp32 (SmolLM2, 1 thread, 3 interleaved rounds:
-# 71/59/72 vs 73/67/70 tok per CPU-second) and a 1024^3 matmul ran at 80 vs 147 GFLOP/s, while it
-# changes answers. ``dtype = "bfloat16"`` still asks for it explicitly.
+# CPU flags that mean bf16 matrix multiplies run faster than fp32: AMX tiles.
 NATIVE_BF16_FLAGS = frozenset({"amx_bf16"})
+# A flag that makes bf16 possibly, not surely, faster: on a host with avx512_bf16 and AMX hidden
+# by the hypervisor (Xeon model 207), bf16 cost more CPU time per generated token than fp32
+# (SmolLM2, 1 thread: 71/59/72 vs 73/67/70 tok per CPU-second) and a 2048^3 matmul ran at 145 vs
+# 256 GFLOP/s; the issue's host with the same flags measured bf16 2.2x faster. So it is measured.
+MAYBE_BF16_FLAGS = frozenset({"avx512_bf16"})
+BF16_ENV = "XSAFETY_CPU_BF16"
+BF16_PROBE_FILE = "cpu-bf16.json"
+# bf16 changes answers (51 of 64 greedy SmolLM2 answers differed from fp32), so it must buy a
+# clear speed-up, beyond what load from other jobs can fake (a 2-thread probe on a loaded host
+# that measured 0.6-0.9 quiet read up to 1.45), and the host that motivated it measured ~2x.
+BF16_MIN_SPEEDUP = 1.5
 
 DTYPE_ALIASES: dict[str, str] = {
     "float32": "float32",
@@ -79,9 +89,134 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     return frozenset()
 
 
-def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
-    """Whether the CPU multiplies bf16 matrices faster than fp32 (AMX; see ``NATIVE_BF16_FLAGS``)."""
-    return bool((cpu_flags() if flags is None else flags) & NATIVE_BF16_FLAGS)
+def cpu_model_name(cpuinfo: Path = CPUINFO) -> str:
+    """The ``model name`` line of ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "model name":
+            return value.strip()
+    return ""
+
+
+# One decoder layer's linear maps at decode time (q, k, v, o, gate, up, down of a small Llama:
+# hidden 576, 3 KV heads of 64, MLP 1536, as SmolLM2), 64 rows: the matmuls that are ~70% of a
+# decode step. Square matmuls mislead here: on one host bf16 lost at 2048^3 and at these shapes alike,
+# while fp32's small-row matmuls are where a 2-thread fp32 run loses most.
+PROBE_ROWS = 64
+PROBE_LAYER = ((576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536))
+
+
+def bf16_matmul_speedup(rounds: int = 15) -> float:
+    """fp32 time over bf16 time of a small Llama layer's decode matmuls (``PROBE_LAYER`` at
+    ``PROBE_ROWS`` rows), best of ``rounds`` interleaved runs each, on torch's current threads
+    (well under a second)."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    layers = {
+        dtype: [
+            (torch.randn(PROBE_ROWS, k, generator=generator).to(dtype), torch.randn(n, k, generator=generator).to(dtype))
+            for n, k in PROBE_LAYER
+        ]
+        for dtype in (torch.float32, torch.bfloat16)
+    }
+    best: dict[Any, float] = {}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            # Interleaved, so load from other jobs hits both alike; best-of drops descheduled runs.
+            for dtype, pairs in layers.items():
+                for x, w in pairs:
+                    F.linear(x, w)
+                started = time.perf_counter()
+                for _ in range(4):
+                    for x, w in pairs:
+                        F.linear(x, w)
+                elapsed = time.perf_counter() - started
+                best[dtype] = min(best.get(dtype, elapsed), elapsed)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+def _probe_on_every_core() -> float:
+    """``bf16_matmul_speedup`` on one torch thread per available core (the machine's own figure,
+    whatever thread count this run's load leads to), then torch's thread count as it was."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(available_cores())
+    try:
+        return bf16_matmul_speedup()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _probe_key(flags: frozenset[str]) -> str:
+    """What the cached measurement is valid for: the CPU's name and flags, and torch's version."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:12]
+    return f"{cpu_model_name()}|cores:{available_cores()}|flags:{digest}|torch:{torch.__version__}"
+
+
+def measured_bf16_speedup(flags: frozenset[str], probe: Callable[[], float] | None = None, cache_file: Path | None = None) -> float:
+    """The bf16 speed-up of this CPU, measured once (``probe``) and then read from ``cache_file``
+    (default ``cpu-bf16.json`` in the user cache), so that later runs choose the same dtype."""
+    import json
+
+    from xsafety.data import cache_dir
+
+    path = cache_file or cache_dir() / BF16_PROBE_FILE
+    key = _probe_key(flags)
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    entry = known.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float)):
+        return float(entry["speedup"])
+    speedup = (probe or _probe_on_every_core)()
+    log.info("bf16 matmul on this CPU: %.2fx fp32 (measured once, kept in %s)", speedup, path)
+    known[key] = {"speedup": round(speedup, 3)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:  # a read-only home: the choice still holds for this run
+        log.warning("cannot keep the bf16 measurement in %s: %s", path, exc)
+    return speedup
+
+
+def cpu_has_native_bf16(
+    flags: frozenset[str] | None = None,
+    *,
+    probe: Callable[[], float] | None = None,
+    cache_file: Path | None = None,
+) -> bool:
+    """Whether the CPU multiplies bf16 matrices clearly faster than fp32: ``XSAFETY_CPU_BF16``
+    (``1``/``0``) when set; else yes with AMX, no without ``avx512_bf16``, and with
+    ``avx512_bf16`` alone whether the cached measurement reached ``BF16_MIN_SPEEDUP``."""
+    pinned = os.environ.get(BF16_ENV, "").strip()
+    if pinned:
+        if pinned not in ("0", "1"):
+            raise InputError(f"{BF16_ENV}={pinned!r}: use 1 (bf16) or 0 (fp32)", field=BF16_ENV)
+        return pinned == "1"
+    flags = cpu_flags() if flags is None else flags
+    if flags & NATIVE_BF16_FLAGS:
+        return True
+    if not flags & MAYBE_BF16_FLAGS:
+        return False
+    return measured_bf16_speedup(flags, probe, cache_file) >= BF16_MIN_SPEEDUP
 
 
 def pick_device(device: str = "auto") -> str:
