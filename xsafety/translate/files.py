@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -75,15 +75,18 @@ def read_file(path: Path, *, tolerate_torn_tail: bool = False) -> dict[str, Tran
     return out
 
 
-def write_file(path: Path, records: Iterable[Translation]) -> None:
-    """Atomically replace ``path`` with ``records`` sorted by prompt id."""
+def write_file(path: Path, records: Iterable[Translation], *, lines: Mapping[str, str] | None = None) -> None:
+    """Atomically replace ``path`` with ``records`` sorted by prompt id.
+
+    ``lines`` (prompt id -> ``to_line`` of that very record) spares serialising a record twice.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(records, key=lambda r: r.prompt_id)
+    known = lines or {}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for rec in ordered:
-                fh.write(to_line(rec) + "\n")
+            fh.write("".join((known.get(rec.prompt_id) or to_line(rec)) + "\n" for rec in ordered))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -103,12 +106,19 @@ class PartialWriter:
 
     def write(self, record: Translation) -> None:
         """Append one record durably enough to survive the process being killed."""
+        self.write_lines([to_line(record)])
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Append records already serialised by ``to_line`` in one write, then flush (and fsync
+        once ``sync_every`` records have gone by since the last one)."""
+        if not lines:
+            return
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8", newline="\n")
-        self._fh.write(to_line(record) + "\n")
+        self._fh.write("".join(line + "\n" for line in lines))
         self._fh.flush()
-        self._since_sync += 1
+        self._since_sync += len(lines)
         if self._since_sync >= self.sync_every:
             os.fsync(self._fh.fileno())
             self._since_sync = 0

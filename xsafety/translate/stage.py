@@ -21,7 +21,7 @@ from xsafety.errors import InputError
 from xsafety.progress import progress_bar
 from xsafety.records import Prompt, Translation, stable_hash
 from xsafety.translate.engines.base import Engine
-from xsafety.translate.files import PartialWriter, partial_path, read_file, translation_path, write_file
+from xsafety.translate.files import PartialWriter, partial_path, read_file, to_line, translation_path, write_file
 from xsafety.translate.gates import GateSettings, bleu_signature, chrf_signature
 from xsafety.translate.gates.quality import QualityModel, load_quality_model
 from xsafety.translate.select import ENGLISH, Attempt, LocaleInfo, Selector, best, reason
@@ -58,13 +58,23 @@ def _engine(spec: str | Engine | None, default: str, options: Mapping[str, Any])
 
 
 def _cached_translate(use_cache: bool) -> Any:
-    """The engine call the selector makes: through the translation cache unless told otherwise."""
+    """The engine call the selector makes: through the translation cache unless told otherwise.
+
+    A human reference is a dictionary lookup, cheaper than the cache's own key hashing and row
+    writing: the reference engine is always asked directly (it gives the same candidates).
+    """
     if not use_cache:
         return lambda engine, texts, src, tgt, **kw: engine.translate(texts, src, tgt, **kw)
     from xsafety.translate.cache import TranslationCache
 
     cache = TranslationCache()
-    return lambda engine, texts, src, tgt, **kw: cache.translate(engine, texts, src, tgt, **kw)
+
+    def call(engine: Engine, texts: Any, src: str, tgt: str, **kw: Any) -> Any:
+        if engine.name == REFERENCE_ENGINE:
+            return engine.translate(texts, src, tgt, **kw)
+        return cache.translate(engine, texts, src, tgt, **kw)
+
+    return call
 
 
 def _flag_references(translate: Any) -> Any:
@@ -227,6 +237,7 @@ def translate_locale(
 
     selector = Selector(eng, info, settings, model, _flag_references(_cached_translate(use_cache)), back_engine=back, fallback=fall)
     writer = PartialWriter(side)
+    lines: dict[str, str] = {}  # prompt id -> JSON line of a record made now (written twice, serialised once)
     done = 0
     start = time.monotonic()
     try:
@@ -234,17 +245,21 @@ def translate_locale(
             for i in range(0, len(todo), batch_size):
                 chunk = todo[i : i + batch_size]
                 attempts = selector.run([p.text for p in chunk])
+                made = []
                 for p, tried in zip(chunk, attempts):
                     rec = make_record(p, code, keys[p.id], tried, settings, model)
                     stored[p.id] = rec
-                    writer.write(rec)
+                    lines[p.id] = to_line(rec)
+                    made.append(lines[p.id])
+                # A chunk's records are finished together: one append (and one sync) per chunk.
+                writer.write_lines(made)
                 done += len(chunk)
                 rate = done / max(time.monotonic() - start, 1e-9)
                 bar.advance(len(chunk), rate=f"{rate:.1f} it/s")
     finally:
         writer.close()
         # Old records of prompts not asked for this time stay: a file only ever gains work.
-        write_file(path, stored.values())
+        write_file(path, stored.values(), lines=lines)
         side.unlink(missing_ok=True)
     return [stored[p.id] for p in prompts]
 

@@ -50,6 +50,7 @@ class ReferenceEngine:
         self.prompts: dict[str, str] = dict(prompts)
         self.references: dict[str, dict[str, str]] = {loc: dict(rows) for loc, rows in references.items()}
         self._by_text: dict[str, dict[str, list[str]]] = {}
+        self._signatures: dict[tuple[str, str], str] = {}
 
     def _ids_of(self, locale: str) -> dict[str, list[str]]:
         """Text -> prompt ids for one side (English prompts, or one locale's references)."""
@@ -73,9 +74,16 @@ class ReferenceEngine:
         return src in self.references and tgt in self.references
 
     def signature(self, src: str, tgt: str) -> str:
-        """The set and a hash of the references used, so edited references re-translate."""
-        side = {loc: self.references.get(loc, {}) for loc in (src, tgt) if loc != ENGLISH}
-        return signature("reference", set=self.set_name, refs=stable_hash(side, length=12))
+        """The set and a hash of the references used, so edited references re-translate.
+
+        Hashing a locale's references costs milliseconds and the stage asks for the signature at
+        every step of every batch: it is worked out once per direction (the references are
+        read once, when the engine is built).
+        """
+        if (src, tgt) not in self._signatures:
+            side = {loc: self.references.get(loc, {}) for loc in (src, tgt) if loc != ENGLISH}
+            self._signatures[(src, tgt)] = signature("reference", set=self.set_name, refs=stable_hash(side, length=12))
+        return self._signatures[(src, tgt)]
 
     def translate(
         self,

@@ -67,13 +67,40 @@ def result(name: str, score: float | None, threshold: float, passed: bool, detai
 
 def words(text: str) -> list[str]:
     """Word tokens of ``text`` (any script), in order."""
-    return _WORD.findall(text)
+    return list(_word_tuple(text))
+
+
+@lru_cache(maxsize=8192)
+def _word_tuple(text: str) -> tuple[str, ...]:
+    # Several gates and signals tokenise the same text (and every locale the same source).
+    return tuple(_WORD.findall(text))
 
 
 @lru_cache(maxsize=8192)
 def sentence_chrf(hypothesis: str, reference: str) -> float:
-    """sacrebleu sentence chrF (chrF2, 0-100) of one hypothesis against one reference."""
-    return float(_chrf().sentence_score(hypothesis, [reference]).score) if hypothesis.strip() else 0.0
+    """sacrebleu sentence chrF (chrF2, 0-100) of one hypothesis against one reference.
+
+    The same arithmetic as ``CHRF.sentence_score`` (its own segment statistics and F-score, so the
+    number is identical), without re-extracting the reference's n-grams each time: the English
+    source is the reference of every locale's copy gate and round trip.
+    """
+    if not hypothesis.strip():
+        return 0.0
+    if hypothesis == reference:
+        # Every order's precision and recall are 1 (orders longer than the text are left out of
+        # the effective order), so sacrebleu's F-score is exactly 100.0: a human reference's
+        # back-translation is its English source.
+        return 100.0
+    metric = _chrf()
+    stats = metric._compute_segment_statistics(metric._preprocess_segment(hypothesis), _chrf_reference(reference))
+    return float(metric._compute_f_score(stats))
+
+
+@lru_cache(maxsize=4096)
+def _chrf_reference(reference: str) -> dict[str, Any]:
+    """sacrebleu's n-gram counts of one chrF reference (as ``CHRF._cache_references`` makes them)."""
+    metric = _chrf()
+    return metric._extract_reference_info([metric._preprocess_segment(reference)])
 
 
 @lru_cache(maxsize=8192)

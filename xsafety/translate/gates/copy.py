@@ -8,6 +8,8 @@ threshold is generous; a wholesale copy scores near 1.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from xsafety.records import GateResult
 from xsafety.translate.gates.base import GateInput, result, sentence_chrf, words
 
@@ -18,9 +20,16 @@ def _normal(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+@lru_cache(maxsize=4096)
+def _source_words(source: str) -> tuple[str, ...]:
+    """The source's words that count (3+ letters, not numbers), case-folded: the same English
+    source is compared with each locale's text."""
+    return tuple(w.casefold() for w in words(source) if len(w) >= MIN_WORD_LETTERS and not w.isdigit())
+
+
 def copied_word_share(source: str, text: str) -> float | None:
     """Share of the source's words (3+ letters, not numbers) that appear verbatim in ``text``."""
-    src = [w.casefold() for w in words(source) if len(w) >= MIN_WORD_LETTERS and not w.isdigit()]
+    src = _source_words(source)
     if not src:
         return None
     target = {w.casefold() for w in words(text)}

@@ -92,12 +92,29 @@ SIGNALS: dict[str, Callable[[GateInput], float | None]] = {
 }
 
 
+# Signals that read only the English source and the back-translation. A source is scored for every
+# locale, and a human reference's back-translation is that source, so these are worked out once per
+# (source, back-translation) pair.
+SOURCE_SIDE = frozenset({"roundtrip_chrf", "roundtrip_bleu", "source_chars", "source_words", "capital_share",
+                         "back_copy", "clause_marks"})
+
+
+@lru_cache(maxsize=8192)
+def _source_side(source: str, back: str | None) -> dict[str, float | None]:
+    item = GateInput(source=source, text="", locale="", back=back)
+    return {name: _rounded(SIGNALS[name](item)) for name in SIGNALS if name in SOURCE_SIDE}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
 def signals(item: GateInput, names: tuple[str, ...] | None = None) -> dict[str, float | None]:
     """Every signal (or those named) for one item, rounded for stable files."""
+    shared = _source_side(item.source, item.back)
     out: dict[str, float | None] = {}
     for name in names or tuple(SIGNALS):
-        value = SIGNALS[name](item)
-        out[name] = None if value is None else round(float(value), 4)
+        out[name] = shared[name] if name in shared else _rounded(SIGNALS[name](item))
     return out
 
 
