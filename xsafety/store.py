@@ -112,9 +112,10 @@ class LoadReport:
     duplicates: int = 0
 
 
-# Parsed tables by (directory, record class, name), with the shard state they were read at.
+# Parsed tables by (directory, record class, name), with the shard state they were read at, and
+# the keys of every intact row (what ``keys`` counts, rows that ``load`` could not build included).
 _LOAD_CACHE_TABLES = 16
-_LOAD_CACHE: "OrderedDict[tuple[str, type, str], tuple[tuple[tuple[str, int, int], ...], dict[str, Any], LoadReport]]" = OrderedDict()
+_LOAD_CACHE: "OrderedDict[tuple[str, type, str], tuple[tuple[tuple[str, int, int], ...], dict[str, Any], LoadReport, frozenset[str]]]" = OrderedDict()
 
 
 class Table(Generic[R]):
@@ -172,33 +173,50 @@ class Table(Generic[R]):
             state.append((shard.name, st.st_size, st.st_mtime_ns))
         return tuple(state)
 
+    def _cache_key(self) -> tuple[str, type, str]:
+        return (str(self.dir.resolve()), self.cls, self.name)
+
+    def _cached(self) -> tuple[Any, Any]:
+        """(shard state now or None, the cache entry when it was read at that very state)."""
+        try:
+            state = self._state()
+        except OSError:
+            return None, None
+        hit = _LOAD_CACHE.get(self._cache_key())
+        return state, (hit if hit is not None and hit[0] == state else None)
+
+    def _remember(self, state: tuple[tuple[str, int, int], ...], records: dict[str, Any], report: LoadReport,
+                  row_keys: frozenset[str]) -> None:
+        key = self._cache_key()
+        _LOAD_CACHE[key] = (state, records, report, row_keys)
+        _LOAD_CACHE.move_to_end(key)
+        while len(_LOAD_CACHE) > _LOAD_CACHE_TABLES:
+            _LOAD_CACHE.popitem(last=False)
+
     def load(self) -> dict[str, R]:
         """All records by key, in store order; the first copy of a key wins.
 
         A table whose shards have not changed since this process last read it is not parsed again
-        (a run reads the same translations and responses in several stages and the report twice);
-        the caller gets its own dict of the same frozen records."""
-        cache_key = (str(self.dir.resolve()), self.cls, self.name)
-        try:
-            state = self._state()
-        except OSError:
-            state = None
-        hit = _LOAD_CACHE.get(cache_key)
-        if state is not None and hit is not None and hit[0] == state:
-            _LOAD_CACHE.move_to_end(cache_key)
+        (a run reads the same translations and responses in several stages and the report twice),
+        nor are records this process appended to a table it had read (``append`` keeps the cache
+        in step); the caller gets its own dict of the same frozen records."""
+        state, hit = self._cached()
+        if hit is not None:
+            _LOAD_CACHE.move_to_end(self._cache_key())
             self.last_load = dataclasses.replace(hit[2])
             return dict(hit[1])
-        out = self._parse()
+        row_keys: set[str] = set()
+        out = self._parse(row_keys)
         if state is not None:
-            _LOAD_CACHE[cache_key] = (state, dict(out), dataclasses.replace(self.last_load))
-            while len(_LOAD_CACHE) > _LOAD_CACHE_TABLES:
-                _LOAD_CACHE.popitem(last=False)
+            self._remember(state, dict(out), dataclasses.replace(self.last_load), frozenset(row_keys))
         return out
 
-    def _parse(self) -> dict[str, R]:
+    def _parse(self, row_keys: set[str] | None = None) -> dict[str, R]:
         out: dict[str, R] = {}
         dups = bad = 0
         for row in self.iter_dicts():
+            if row_keys is not None and "key" in row:
+                row_keys.add(row["key"])
             try:
                 rec = self.cls.from_dict(row)
                 key = _key_of(rec)
@@ -217,7 +235,12 @@ class Table(Generic[R]):
         return out
 
     def keys(self) -> set[str]:
-        """Keys of all stored records (cheaper than ``load`` for big tables)."""
+        """Keys of all stored records (cheaper than ``load`` for big tables; free when this process
+        has the table loaded as it is on disk)."""
+        _, hit = self._cached()
+        if hit is not None:
+            self.last_load = dataclasses.replace(hit[2])
+            return set(hit[3])
         return {row["key"] for row in self.iter_dicts() if "key" in row}
 
     def count(self) -> int:
@@ -256,12 +279,47 @@ class Table(Generic[R]):
         finally:
             w.close()
 
-    def append(self, records: Iterable[R]) -> int:
-        """Append records in one new shard; returns how many were written."""
+    def append(self, records: Iterable[R], *, as_parsed: bool = False) -> int:
+        """Append records in one new shard; returns how many were written.
+
+        ``as_parsed`` says the records are what parsing their lines back gives (they were
+        themselves read from JSON, so no tuple became a list on the way): when this process had
+        the table loaded as it was on disk, they then go into that cache too, and a later ``load``
+        or ``keys`` does not parse back what was just written.
+        """
+        before, hit = self._cached() if as_parsed else (None, None)
+        if before == () and hit is None:
+            hit = ((), {}, LoadReport(), frozenset())  # no shard yet: the table is known to be empty
+        written: list[R] = []
         with self.writer() as w:
             for r in records:
                 w.write(r)
-            return w.written
+                written.append(r)
+            count = w.written
+        if hit is not None and before is not None and all(type(r) is self.cls for r in written):
+            try:
+                after = self._state()
+            except OSError:
+                return count
+            if len(after) == len(before) + (1 if count else 0):
+                self._extend_cache(after, hit, written)
+        return count
+
+    def _extend_cache(self, state: tuple[tuple[str, int, int], ...], hit: Any, written: list[R]) -> None:
+        """The cached table plus ``written`` (first copy of a key wins, as in ``load``), at ``state``."""
+        records = dict(hit[1])
+        report = dataclasses.replace(hit[2])
+        row_keys = set(hit[3])
+        for rec in written:
+            key = getattr(rec, "key", None)
+            if not isinstance(key, str):
+                return  # a record load would skip: leave the cache to a real parse
+            row_keys.add(key)
+            if key in records:
+                report.duplicates += 1
+            else:
+                records[key] = rec
+        self._remember(state, records, report, frozenset(row_keys))
 
 
 class ShardWriter(Generic[R]):

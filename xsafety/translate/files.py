@@ -41,15 +41,45 @@ def to_line(record: Translation) -> str:
     return json.dumps(record.to_dict(), ensure_ascii=False, separators=(", ", ": "))
 
 
+# Files this process wrote with ``remember=True`` (or read), by path: the file's identity (inode,
+# size, mtime_ns) when it held these records. A run writes each locale's file and reads it back at
+# once (the plan's translation index); 25,000 reference records take seconds to parse.
+_KNOWN: dict[str, tuple[tuple[int, int, int], dict[str, Translation]]] = {}
+_KNOWN_FILES = 64
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _remember(path: Path, records: dict[str, Translation]) -> None:
+    ident = _identity(path)
+    if ident is None:
+        return
+    _KNOWN.pop(str(path), None)
+    _KNOWN[str(path)] = (ident, records)
+    while len(_KNOWN) > _KNOWN_FILES:
+        _KNOWN.pop(next(iter(_KNOWN)))
+
+
 def read_file(path: Path, *, tolerate_torn_tail: bool = False) -> dict[str, Translation]:
     """Records of one file by prompt id (a later line for the same prompt id wins).
 
     A line that is not a Translation raises ``InputError`` naming the file, line and field,
     except a torn last line of a sidecar (``tolerate_torn_tail``), which an interrupt can leave.
+    A file this process already read or wrote, unchanged since, is not parsed again.
     """
     out: dict[str, Translation] = {}
     if not path.exists():
         return out
+    known = _KNOWN.get(str(path))
+    if known is not None and known[0] == _identity(path):
+        return dict(known[1])
+    before = _identity(path)
     lines = path.read_text(encoding="utf-8").split("\n")
     last = len(lines)
     for lineno, raw in enumerate(lines, 1):
@@ -72,13 +102,19 @@ def read_file(path: Path, *, tolerate_torn_tail: bool = False) -> dict[str, Tran
         except (TypeError, ValueError, KeyError) as exc:
             raise InputError(f"not a translation record ({exc})", file=path, line=lineno, field="gates") from None
         out[rec.prompt_id] = rec
+    if before is not None and before == _identity(path):
+        _remember(path, dict(out))
     return out
 
 
-def write_file(path: Path, records: Iterable[Translation], *, lines: Mapping[str, str] | None = None) -> None:
+def write_file(path: Path, records: Iterable[Translation], *, lines: Mapping[str, str] | None = None,
+               remember: bool = False) -> None:
     """Atomically replace ``path`` with ``records`` sorted by prompt id.
 
     ``lines`` (prompt id -> ``to_line`` of that very record) spares serialising a record twice.
+    ``remember`` says the records are what reading the file back gives (JSON-native values: no
+    tuple where the file will hold a list), so a later ``read_file`` in this process returns them
+    without parsing.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(records, key=lambda r: r.prompt_id)
@@ -93,6 +129,10 @@ def write_file(path: Path, records: Iterable[Translation], *, lines: Mapping[str
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if remember:
+        _remember(path, {rec.prompt_id: rec for rec in ordered})
+    else:
+        _KNOWN.pop(str(path), None)
 
 
 class PartialWriter:

@@ -259,7 +259,9 @@ def translate_locale(
     finally:
         writer.close()
         # Old records of prompts not asked for this time stay: a file only ever gains work.
-        write_file(path, stored.values(), lines=lines)
+        # make_record builds JSON-native records (gate results are the one tuple field, and
+        # Translation.from_dict restores it), so reading the file back would give these records.
+        write_file(path, stored.values(), lines=lines, remember=True)
         side.unlink(missing_ok=True)
     return [stored[p.id] for p in prompts]
 

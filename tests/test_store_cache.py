@@ -1,0 +1,50 @@
+"""The store's in-process table cache gives what parsing the shards gives, after appends too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xsafety import store as store_module
+from xsafety.records import Response
+from xsafety.store import Store
+
+
+def _resp(i: int, text: str | None = None) -> Response:
+    return Response(key=f"k{i}", prompt_id=f"p{i}", set="s", locale="en", model="m", text=text or f"answer {i}")
+
+
+def _fresh(path: Path) -> tuple[dict[str, Response], set[str], int]:
+    """load(), keys() and the duplicate count as a process that never read the table sees them."""
+    store_module._LOAD_CACHE.clear()
+    table = Store(path).table(Response)
+    loaded = table.load()
+    return loaded, table.keys(), table.last_load.duplicates
+
+
+def test_records_appended_as_parsed_are_served_like_a_fresh_parse(tmp_path: Path) -> None:
+    table = Store(tmp_path).table(Response)
+    table.append([_resp(i) for i in range(3)], as_parsed=True)  # into an empty table
+    table.load()
+    # A duplicate key (the first copy wins) and new keys, appended to a table this process holds.
+    table.append([_resp(1, "a second copy"), _resp(3), _resp(4)], as_parsed=True)
+    cached, cached_keys, cached_dups = table.load(), table.keys(), table.last_load.duplicates
+    assert (cached, cached_keys, cached_dups) == _fresh(tmp_path)
+    assert cached["k1"].text == "answer 1" and list(cached) == ["k0", "k1", "k2", "k3", "k4"]
+
+
+def test_a_shard_written_by_someone_else_is_parsed_not_served_from_the_cache(tmp_path: Path) -> None:
+    mine = Store(tmp_path).table(Response)
+    mine.append([_resp(0)], as_parsed=True)
+    mine.load()
+    # Another writer (another process, or a writer that does not keep the cache) adds a shard.
+    with Store(tmp_path).table(Response).writer() as w:
+        w.write(_resp(7))
+    assert set(mine.load()) == {"k0", "k7"} and mine.keys() == {"k0", "k7"}
+
+
+def test_a_plain_append_leaves_the_cache_to_a_reparse(tmp_path: Path) -> None:
+    table = Store(tmp_path).table(Response)
+    table.append([_resp(0)])
+    table.load()
+    table.append([_resp(1)])  # not as_parsed: the records may not be what parsing gives back
+    assert table.load() == _fresh(tmp_path)[0]
