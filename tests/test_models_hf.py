@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import importlib.util
 import logging
 from collections.abc import Iterator
@@ -146,6 +148,38 @@ def test_eos_stops_each_row_and_length_is_reported(greedy: HFChatModel) -> None:
     # The stopped row left the batch: 1 + 12 + 12 row-steps, none spent after its answer ended.
     assert greedy.stats.row_steps - before == 25
     assert [r.text for r in greedy.chat(reqs)][0::2] == [forced[0].text, forced[2].text]
+
+
+def test_a_prefix_every_prompt_shares_is_computed_once_and_answers_do_not_change(greedy: HFChatModel) -> None:
+    from xsafety.models import continuous
+
+    # A long shared system prompt (over the cache's 32 spare columns) before prompts of different lengths.
+    system = {"role": "system", "content": "You answer briefly and politely in the language asked. " * 4}
+    # One prompt's own part is longer than those spare columns and than the prefix: the cache grows to take it.
+    long = "Explain, step by step and with examples, how bread rises in the oven. " * 8
+    reqs = [ChatRequest(id=f"s{i}", messages=(system, {"role": "user", "content": p})) for i, p in enumerate(PROMPTS + [long])]
+    prompts = sorted((greedy.encode(r.messages) for r in reqs), key=len)
+    common = len(os.path.commonprefix(prompts))
+    assert common > 32 and len(prompts[-1]) - common > 2 * common
+
+    def run(share: bool) -> tuple[dict[int, list[int]], continuous.DecodeStats]:
+        out: dict[int, list[int]] = {}
+        stats = continuous.generate(
+            greedy.model, prompts, max_new_tokens=12, eos_ids=set(), pad_id=greedy.tokenizer.pad_token_id,
+            max_rows=3, token_budget=10_000, choose=lambda logits, rows: logits.argmax(-1),
+            on_finish=lambda done: out.__setitem__(done.index, done.tokens), share_prefix=share,
+        )
+        return out, stats
+
+    shared, with_prefix = run(True)
+    alone, without = run(False)
+    assert shared == alone and len(shared) == len(prompts)
+    assert with_prefix.prefix_saved == common * (len(prompts) - 1) and without.prefix_saved == 0
+    assert with_prefix.prefill_tokens == without.prefill_tokens - with_prefix.prefix_saved
+    # The backend shares it too, and a prompt alone is its own prefix: nothing to share.
+    before = greedy.stats.prefix_saved
+    assert [r.text for r in greedy.chat(reqs)] == one_at_a_time(greedy, reqs)
+    assert greedy.stats.prefix_saved - before == common * (len(reqs) - 1)
 
 
 def test_padded_generate_path_stops_rows_at_eos_too(greedy: HFChatModel) -> None:

@@ -24,6 +24,7 @@ caller falls back to ``generate``.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +39,8 @@ class DecodeStats:
     """What a run cost. ``row_steps`` counts every (row, step) computed, the prefill's last
     position included (it yields each answer's first token); ``useful`` the tokens that ended up
     in an answer (EOS included). ``prefill_tokens`` are real prompt tokens, ``prefill_slots`` the
-    padded slots computed for them; ``columns`` sums, over decode steps, the cache columns
-    attended per row, and ``real_columns`` those that hold a real token."""
+    padded slots computed for them (a shared prefix counted once); ``columns`` sums, over decode
+    steps, the cache columns attended per row, and ``real_columns`` those that hold a real token."""
 
     row_steps: int = 0
     useful: int = 0
@@ -49,6 +50,7 @@ class DecodeStats:
     steps: int = 0
     columns: int = 0
     real_columns: int = 0
+    prefix_saved: int = 0  # prompt tokens not computed because every prompt shared them
 
     @property
     def waste(self) -> float:
@@ -127,7 +129,7 @@ def _growing_layer_class() -> type:
                 self.set(key_states, value_states)
                 return self.keys, self.values
             if self.used + new > self.key_buffer.shape[2]:
-                self.set(self.keys, self.values, room=max(32, self.used))
+                self.set(self.keys, self.values, room=max(32, self.used, new))
             self.key_buffer[:, :, self.used : self.used + new] = key_states
             self.value_buffer[:, :, self.used : self.used + new] = value_states
             self.used += new
@@ -182,6 +184,7 @@ def generate(
     choose: Chooser,
     on_finish: Callable[[Finished], None],
     refill_at: float = 0.5,
+    share_prefix: bool = True,
 ) -> DecodeStats:
     """Decode every prompt (token ids) greedily or with ``choose``; ``on_finish`` gets each answer
     as its row ends. Prompts are taken in the order given (sort them by length for less padding).
@@ -190,6 +193,10 @@ def generate(
     ``max_new_tokens``) stays within ``token_budget``. New prompts join when the running batch has
     fallen to ``refill_at`` x ``max_rows`` rows: prefilling a group at a time keeps the prefill
     efficient and the cache copies rare.
+
+    With ``share_prefix``, the tokens every prompt starts with (a chat template's header and
+    default system prompt: 24 of SmolLM2's 58 prompt tokens in the default run) are run through
+    the model once and their keys and values copied into every row, as servers' prefix caches do.
     """
     import torch
 
@@ -198,12 +205,13 @@ def generate(
     waiting = deque(range(len(prompts)))
     batch = _Batch()
     with torch.inference_mode():
+        prefix = _Prefix.compute(model, prompts, device, stats) if share_prefix else None
         while waiting or batch.rows:
             if waiting and (not batch.rows or len(batch.rows) <= refill_at * max_rows):
                 longest = max(batch.prompt_lengths, default=0)
                 group = _take_group(waiting, prompts, len(batch.rows), longest, max_rows, token_budget, max_new_tokens)
                 if group:
-                    joined = _prefill(model, [prompts[i] for i in group], group, pad_id, device, stats)
+                    joined = _prefill(model, [prompts[i] for i in group], group, pad_id, device, stats, prefix)
                     stats.row_steps += len(group)
                     first = choose(joined.last_logits, group)
                     joined.batch.last = first
@@ -253,24 +261,90 @@ class _Joined:
     last_logits: Any
 
 
-def _prefill(model: Any, prompts: list[list[int]], rows: list[int], pad_id: int, device: Any, stats: DecodeStats) -> _Joined:
-    """Run a left-padded group of prompts through the model, keeping its cache and last logits."""
+# A common prefix shorter than this is not worth a pass of its own.
+MIN_SHARED_PREFIX = 4
+
+
+@dataclass
+class _Prefix:
+    """The tokens every prompt starts with, and their keys and values per layer ([1, heads, length, dim])."""
+
+    length: int
+    keys: list[Any]
+    values: list[Any]
+
+    @staticmethod
+    def compute(model: Any, prompts: Sequence[list[int]], device: Any, stats: DecodeStats) -> "_Prefix | None":
+        """Run the prompts' common prefix through the model once; ``None`` when it is too short.
+
+        Every prompt keeps at least one token of its own, whose logits give its first answer token.
+        """
+        import torch
+
+        if len(prompts) < 2:
+            return None
+        length = min(len(os.path.commonprefix(list(prompts))), min(len(p) for p in prompts) - 1)
+        if length < MIN_SHARED_PREFIX:
+            return None
+        cache = _new_cache(model.config)
+        ids = torch.tensor([prompts[0][:length]], dtype=torch.long, device=device)
+        model(input_ids=ids, use_cache=True, **_logits_kept(model), **{_cache_argument(model): cache})
+        stats.prefills += 1
+        stats.prefill_tokens += length
+        stats.prefill_slots += length
+        stats.prefix_saved += length * (len(prompts) - 1)
+        return _Prefix(length, [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers])
+
+    def cache_for(self, model: Any, rows: int) -> Any:
+        """A cache holding the prefix for ``rows`` rows, ready to be continued."""
+        cache = _new_cache(model.config)
+        for layer, keys, values in zip(cache.layers, self.keys, self.values):
+            layer.set(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1))
+        return cache
+
+
+def _logits_kept(model: Any) -> dict[str, int]:
+    """Ask for the last position's logits only, where the model allows it (all of them would be
+    rows x width x vocab floats)."""
+    return {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+
+
+def _prefill(
+    model: Any,
+    prompts: list[list[int]],
+    rows: list[int],
+    pad_id: int,
+    device: Any,
+    stats: DecodeStats,
+    prefix: _Prefix | None = None,
+) -> _Joined:
+    """Run a left-padded group of prompts through the model, keeping its cache and last logits.
+
+    With a ``prefix``, the cache starts as the prefix's and only each prompt's remainder is run;
+    the remainders are left-padded after the prefix, which the mask hides as it hides any padding.
+    """
     import torch
 
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, p in enumerate(prompts):
-        ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        mask[r, width - len(p) :] = 1
+    skip = prefix.length if prefix else 0
+    tails = [p[skip:] for p in prompts]
+    width = max(len(t) for t in tails)
+    ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(tails), width), dtype=torch.long)
+    for r, t in enumerate(tails):
+        ids[r, width - len(t) :] = torch.tensor(t, dtype=torch.long)
+        mask[r, width - len(t) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     # Positions count real tokens only (what generate does for left padding); padding gets 1 and is masked.
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    cache = _new_cache(model.config)
-    # Only the last position's logits are needed: all of them would be rows x width x vocab floats.
-    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    extra[_cache_argument(model)] = cache
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+    positions = (mask.cumsum(-1) - 1 + skip).masked_fill(mask == 0, 1)
+    cache = prefix.cache_for(model, len(tails)) if prefix else _new_cache(model.config)
+    if prefix:
+        mask_all = torch.cat([torch.ones((len(tails), skip), dtype=mask.dtype, device=device), mask], dim=1)
+    else:
+        mask_all = mask
+    out = model(
+        input_ids=ids, attention_mask=mask_all, position_ids=positions, use_cache=True,
+        **_logits_kept(model), **{_cache_argument(model): cache},
+    )
     stats.prefills += 1
     stats.prefill_tokens += int(mask.sum())
     stats.prefill_slots += int(mask.numel())
@@ -279,7 +353,7 @@ def _prefill(model: Any, prompts: list[list[int]], rows: list[int], pad_id: int,
         tokens=[[] for _ in rows],
         prompt_lengths=[len(p) for p in prompts],
         cache=cache,  # updated in place by the forward pass
-        mask=mask,
+        mask=mask_all,
     )
     return _Joined(batch=batch, last_logits=out.logits[:, -1, :])
 

@@ -4,7 +4,9 @@ Why it is shaped this way:
 
 * Batching is most of the speed on CPU (measured: ~6 tok/s one prompt at a time vs ~200 tok/s at
   batch 32 for SmolLM2), so requests are sorted by length and packed into left-padded batches
-  under a token budget (prompt + new tokens per row), which keeps padding waste small.
+  under a token budget (prompt + new tokens per row), which keeps padding waste small. Where the
+  model's cache allows, ``continuous.py`` runs them: finished rows leave, waiting prompts join,
+  and the prompt prefix all requests share (the chat template's header) is computed once.
 * Results must not depend on batching. Greedy decoding is batch-invariant up to float noise; for
   sampling, each row draws from its own generator seeded from ``(seed, request id)``, so a request
   gets the same answer alone or in any batch.
@@ -207,7 +209,7 @@ class HFChatModel:
                 on_result(result)
 
         started = time.perf_counter()
-        before = self.stats.useful
+        before, prefilled_before, saved_before = self.stats.useful, self.stats.prefill_tokens, self.stats.prefix_saved
         if self.continuous:
             self._chat_continuous(requests, encoded, deliver)
         else:
@@ -218,9 +220,11 @@ class HFChatModel:
         if self.continuous and requests:
             elapsed = time.perf_counter() - started
             log.info(
-                "%s: %d answers, %d tokens in %.1f s (%.1f tok/s); %d decode row-steps, %.1f%% after an answer ended",
+                "%s: %d answers, %d tokens in %.1f s (%.1f tok/s); %d decode row-steps, %.1f%% after an answer ended; "
+                "%d prompt tokens computed, %d more shared with other prompts and computed once",
                 self.name, len(requests), self.stats.useful - before, elapsed,
                 (self.stats.useful - before) / elapsed if elapsed else 0.0, self.stats.row_steps, 100 * self.stats.waste,
+                self.stats.prefill_tokens - prefilled_before, self.stats.prefix_saved - saved_before,
             )
         return [results[i] for i in range(len(requests))]
 
