@@ -201,9 +201,12 @@ def describe(run: LocalRun, machine: Machine, params: int) -> str:
     bandwidth_ceiling = machine.read_gbs * 1e9 / (params * BYTES[run.dtype]) * rows
     load = "?" if run.load_before is None else f"{run.load_before:.2f}"
     waste = "n/a" if run.waste is None else f"{100 * run.waste:.1f}%"
+    # The issue's yardstick is the bf16 ceiling whatever dtype ran (bf16 is the fast path where it exists).
+    bf16_ceiling = machine.gflops["bfloat16"] * 1e9 / (2 * params)
+    bf16_part = "" if run.dtype == "bfloat16" else f" ({run.rate / bf16_ceiling:.1%} of the bf16 one, {bf16_ceiling:,.0f})"
     return (
         f"  {run.label:<28} {run.dtype:<9} {run.threads} thr {run.tokens:>6} tok in {run.seconds:6.1f} s = {run.rate:6.1f} tok/s | "
-        f"{run.rate / flops_ceiling:5.1%} of compute ceiling {flops_ceiling:,.0f} tok/s, "
+        f"{run.rate / flops_ceiling:5.1%} of compute ceiling {flops_ceiling:,.0f} tok/s{bf16_part}, "
         f"{run.rate / bandwidth_ceiling:5.1%} of bandwidth ceiling {bandwidth_ceiling:,.0f} tok/s at {rows:.1f} rows | "
         f"row-steps {run.row_steps}, after answer end {waste} | {run.tokens / run.cpu_seconds:.1f} tok per CPU-second "
         f"| load {load}"
@@ -237,8 +240,9 @@ def compare_answers(work: Workload, before: list[str], after: list[str], label: 
     )
 
 
-def bench_local(work: Workload, new_tokens: int, compare: int, same_threads: int | None = None) -> None:
-    """The default run's way of asking SmolLM2, and optionally the old fp32 padded way, interleaved."""
+def bench_local(work: Workload, new_tokens: int, compare: int, same_threads: int | None = None) -> float:
+    """The default run's way of asking SmolLM2, and optionally the old fp32 padded way, interleaved;
+    returns the default arm's best tok/s."""
     import torch
 
     requests = work.requests
@@ -309,10 +313,13 @@ def bench_local(work: Workload, new_tokens: int, compare: int, same_threads: int
             if arm is not model:
                 arm.close()
     model.close()
+    default_label = next(label for label, arm, _ in arms if arm is model)
+    return max(run.rate for run in runs[default_label])
 
 
-def bench_server(url: str, served: str, work: Workload, new_tokens: int, concurrency: int) -> None:
-    """The same prompts through the ``openai:`` backend against a real server (llama.cpp, vLLM)."""
+def bench_server(url: str, served: str, work: Workload, new_tokens: int, concurrency: int) -> float:
+    """The same prompts through the ``openai:`` backend against a real server (llama.cpp, vLLM);
+    returns its tok/s."""
     requests = work.requests
     model = load_model(f"openai:{served}@{url}", Decoding(max_new_tokens=new_tokens), concurrency=concurrency)
     model.chat(requests[:2])
@@ -327,6 +334,7 @@ def bench_server(url: str, served: str, work: Workload, new_tokens: int, concurr
         f"{tokens / seconds:.1f} tok/s; failed {failed}; load {load}"
     )
     model.close()
+    return tokens / seconds
 
 
 def bench_http(concurrency: int, latency_s: float, n_requests: int) -> None:
@@ -375,12 +383,16 @@ def main() -> None:
     parser.add_argument("--skip-local", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    local = server = None
     if not args.skip_local:
         work = run_requests(args.from_run, args.prompts) if args.from_run else builtin_requests(args.prompts)
-        bench_local(work, args.new_tokens, args.compare, args.threads)
+        local = bench_local(work, args.new_tokens, args.compare, args.threads)
     if args.server:
         work = run_requests(args.from_run, args.prompts) if args.from_run else builtin_requests(args.prompts)
-        bench_server(args.server.rstrip("/"), args.server_model, work, args.new_tokens, args.concurrency)
+        server = bench_server(args.server.rstrip("/"), args.server_model, work, args.new_tokens, args.concurrency)
+    if local and server:
+        # Run one after the other on the same cores: the server idles while the local model runs.
+        print(f"local HF default {local:.1f} tok/s vs server {server:.1f} tok/s: {local / server:.2f}x")
     if args.http:
         bench_http(64, 0.2, 1280)
 
