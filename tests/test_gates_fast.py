@@ -77,3 +77,51 @@ def test_script_share_counts_what_in_script_counts_for_every_script() -> None:
             letters = [c for c in text if c.isalpha()]
             want = sum(in_script(c, script) for c in letters) / len(letters) if letters else None
             assert script_share(text, script) == want, (script, text)
+
+
+def _loop_share_plain(tokens: list[str]) -> float:
+    """The loop share as first written: every n scanned, whatever the tokens."""
+    if not tokens:
+        return 0.0
+    covered = [False] * len(tokens)
+    for n in range(1, 7):
+        need = 4 if n == 1 else 3
+        i = 0
+        while i + n <= len(tokens):
+            gram = tokens[i : i + n]
+            reps = 1
+            while tokens[i + reps * n : i + (reps + 1) * n] == gram:
+                reps += 1
+            if reps >= need:
+                for j in range(i, i + reps * n):
+                    covered[j] = True
+                i += reps * n
+            else:
+                i += 1
+    return sum(covered) / len(tokens)
+
+
+def test_loop_share_skips_only_lengths_that_cannot_repeat() -> None:
+    from xsafety.translate.gates.repetition import loop_share
+
+    rng = random.Random(5)
+    cases = [[], ["a"], ["a"] * 4, ["a"] * 3, "the bomb the bomb the bomb now".split(), "x y z x y z x y z".split()]
+    cases += [[rng.choice("abc") for _ in range(rng.randint(0, 40))] for _ in range(500)]
+    for tokens in cases:
+        assert loop_share(tokens) == _loop_share_plain(tokens), tokens
+
+
+def test_translation_lines_are_the_json_of_to_dict() -> None:
+    import json
+
+    from xsafety.records import GateResult, Translation
+    from xsafety.translate.files import to_line
+
+    rec = Translation(
+        key="k", prompt_id="p1", set="s", locale="zh", source="How?", text="怎么？\n\"quoted\"", engine="reference|x",
+        back=None, gates=(GateResult("copy", 0.12, 0.6, True, "ok"), GateResult("langid", None, 0.5, False)),
+        quality=0.5, accepted=False, reason="failed langid (n/a vs 0.5)",
+        attempts=({"step": "first", "gates": {"copy": 0.12, "langid": None}, "failed": ["langid"], "flags": {}},),
+        meta={"signals": {"a": 1.0, "b": None}, "gate_exempt": {"why": "x", "failed": ["langid"]}, "n": 3},
+    )
+    assert to_line(rec) == json.dumps(rec.to_dict(), ensure_ascii=False, separators=(", ", ": "))

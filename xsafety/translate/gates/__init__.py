@@ -66,6 +66,7 @@ class GateSettings:
     def __init__(self, thresholds: Mapping[str, float], enabled: Iterable[str]) -> None:
         self.thresholds = dict(thresholds)  # gate thresholds and gate parameters, by name
         self.enabled = tuple(enabled)
+        self._signature: str | None = None
 
     @classmethod
     def resolve(
@@ -97,7 +98,15 @@ class GateSettings:
         return cls(thresholds, [n for n in GATES if n not in off])
 
     def signature(self) -> str:
-        """Identity of the settings (part of a translation's key: new thresholds re-gate)."""
+        """Identity of the settings (part of a translation's key: new thresholds re-gate).
+
+        Recorded in every translation's meta: worked out once per settings object (thresholds and
+        enabled gates are not changed after construction)."""
+        if self._signature is None:
+            self._signature = self._compute_signature()
+        return self._signature
+
+    def _compute_signature(self) -> str:
         return signature(
             "gates",
             enabled=list(self.enabled),

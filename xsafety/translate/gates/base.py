@@ -8,9 +8,11 @@ tokens) are memoised here so one item is never scored twice for the same number.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import groupby
 from typing import Any
 
 from xsafety.records import GateResult
@@ -92,8 +94,40 @@ def sentence_chrf(hypothesis: str, reference: str) -> float:
         # back-translation is its English source.
         return 100.0
     metric = _chrf()
-    stats = metric._compute_segment_statistics(metric._preprocess_segment(hypothesis), _chrf_reference(reference))
+    if metric.word_order or metric.whitespace or metric.lowercase:
+        stats = metric._compute_segment_statistics(metric._preprocess_segment(hypothesis), _chrf_reference(reference))
+    else:
+        stats = _char_stats(hypothesis, reference, metric.char_order)
     return float(metric._compute_f_score(stats))
+
+
+def _char_stats(hypothesis: str, reference: str, order: int) -> list[int]:
+    """sacrebleu's [hypothesis n-grams, reference n-grams, matches] per character order (chrF
+    without word n-grams, whitespace removed), counting only n-grams that can match.
+
+    An n-gram can only be in the reference when each of its characters is, so only the runs of
+    such characters are cut into n-grams; the hypothesis' n-gram count is arithmetic. For a
+    Chinese or Arabic text against English that leaves a few digits and punctuation marks, instead
+    of every n-gram of the text.
+    """
+    ref_ngrams = _chrf_reference(reference)["ref_ngrams"][0]
+    chars, totals = _reference_chars(reference)
+    line = "".join(hypothesis.split())
+    runs = ["".join(group) for inside, group in groupby(line, chars.__contains__) if inside]
+    stats: list[int] = []
+    for n in range(1, order + 1):
+        ref = ref_ngrams[n - 1]
+        grams = Counter(run[i : i + n] for run in runs for i in range(len(run) - n + 1))
+        match = sum(min(count, ref[g]) for g, count in grams.items() if g in ref)
+        stats += [max(0, len(line) - n + 1) if ref else 0, totals[n - 1], match]
+    return stats
+
+
+@lru_cache(maxsize=4096)
+def _reference_chars(reference: str) -> tuple[frozenset[str], tuple[int, ...]]:
+    """The characters of a chrF reference, and its n-gram total per order."""
+    ref_ngrams = _chrf_reference(reference)["ref_ngrams"][0]
+    return frozenset(ref_ngrams[0]), tuple(sum(c.values()) for c in ref_ngrams)
 
 
 @lru_cache(maxsize=4096)
@@ -127,11 +161,14 @@ def _bleu() -> Any:
     return metric
 
 
+@lru_cache(maxsize=1)
 def chrf_signature() -> str:
-    """The sacrebleu signature of the chrF the gates compute (recorded in each translation's meta)."""
+    """The sacrebleu signature of the chrF the gates compute (recorded in each translation's meta;
+    the metric's settings are fixed, so it is worked out once)."""
     return "chrF2|" + str(_chrf().get_signature())
 
 
+@lru_cache(maxsize=1)
 def bleu_signature() -> str:
     """The sacrebleu signature of the sentence BLEU the gates compute."""
     return "BLEU|" + str(_bleu().get_signature())

@@ -8,6 +8,7 @@ source that repeats itself is allowed the same amount in its translation.
 
 from __future__ import annotations
 
+import operator
 import zlib
 from functools import lru_cache
 
@@ -24,6 +25,8 @@ def loop_share(tokens: list[str]) -> float:
         return 0.0
     covered = [False] * len(tokens)
     for n in range(1, MAX_N + 1):
+        if not any(map(operator.eq, tokens, tokens[n:])):
+            continue  # no token equals the one n later: no n-gram repeats back to back
         need = 4 if n == 1 else 3
         i = 0
         while i + n <= len(tokens):
