@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -151,13 +152,17 @@ def write_file(path: Path, records: Iterable[Translation], *, lines: Mapping[str
 
 
 class PartialWriter:
-    """Appends finished records to the sidecar, flushing each and fsyncing every ``sync_every``."""
+    """Appends finished records to the sidecar, flushing each write (a killed process loses
+    nothing flushed) and fsyncing once ``sync_every`` records and ``sync_s`` seconds have gone by
+    since the last sync (a power cut loses at most that; the run store syncs on the same clock)."""
 
-    def __init__(self, path: Path, sync_every: int = 20) -> None:
+    def __init__(self, path: Path, sync_every: int = 20, sync_s: float = 2.0) -> None:
         self.path = path
         self.sync_every = max(1, sync_every)
+        self.sync_s = sync_s
         self._fh: IO[str] | None = None
         self._since_sync = 0
+        self._last_sync = time.monotonic()
 
     def write(self, record: Translation) -> None:
         """Append one record durably enough to survive the process being killed."""
@@ -174,9 +179,11 @@ class PartialWriter:
         self._fh.write("".join(line + "\n" for line in lines))
         self._fh.flush()
         self._since_sync += len(lines)
-        if self._since_sync >= self.sync_every:
+        now = time.monotonic()
+        if self._since_sync >= self.sync_every and now - self._last_sync >= self.sync_s:
             os.fsync(self._fh.fileno())
             self._since_sync = 0
+            self._last_sync = now
 
     def close(self) -> None:
         """Flush and close the sidecar."""

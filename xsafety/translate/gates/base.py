@@ -117,7 +117,7 @@ def _char_stats(hypothesis: str, reference: str, order: int) -> list[int]:
     stats: list[int] = []
     for n in range(1, order + 1):
         ref = ref_ngrams[n - 1]
-        grams = Counter(run[i : i + n] for run in runs for i in range(len(run) - n + 1))
+        grams = Counter([run[i : i + n] for run in runs for i in range(len(run) - n + 1)])
         match = sum(min(count, ref[g]) for g, count in grams.items() if g in ref)
         stats += [max(0, len(line) - n + 1) if ref else 0, totals[n - 1], match]
     return stats
