@@ -13,8 +13,16 @@ it is non-model time. It prints, per size: total wall time, non-model time, the 
 and its cost per request, and the non-model time per answer, then how non-model time grows from
 the smallest to the largest size (linear or better is the goal: the ratio of per-answer costs).
 
+The xsafety process is started through a small driver that times each stage function of
+``xsafety.run`` (wall and CPU seconds; the imports before the CLI starts apart), so the split by
+stage is printed too; the generation stage's line includes the generation window (the HTTP client's
+own work is in it: compare its CPU seconds with the window). ``--profile DIR`` writes a cProfile
+of each size's run to ``DIR/run-<answers>.prof`` (profiling slows Python-heavy stages severalfold:
+take the split from a run without it).
+
     .venv/bin/python scripts/bench/pipeline.py                  # 2,800 and 28,000 answers
     .venv/bin/python scripts/bench/pipeline.py --sizes 2800     # one size only
+    .venv/bin/python scripts/bench/pipeline.py --sizes 28000 --profile /tmp/prof
 
 Needs ../shared/data/xsafety_parallel.jsonl beside the checkout.
 """
