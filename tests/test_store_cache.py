@@ -48,3 +48,16 @@ def test_a_plain_append_leaves_the_cache_to_a_reparse(tmp_path: Path) -> None:
     table.load()
     table.append([_resp(1)])  # not as_parsed: the records may not be what parsing gives back
     assert table.load() == _fresh(tmp_path)[0]
+
+
+def test_records_appended_as_parsed_are_stored_as_write_stores_them(tmp_path: Path) -> None:
+    from xsafety.records import GateResult, Translation
+
+    rec = Translation(key="k1", prompt_id="p1", set="s", locale="zh", source="How?", text="怎么？ \ud800",
+                      engine="reference|x", gates=(GateResult("copy", 0.1, 0.6, True, "ok"),),
+                      attempts=({"step": "first", "failed": []},), meta={"signals": {"a": 1.0}})
+    Store(tmp_path / "a").table(Translation).append([rec])
+    Store(tmp_path / "b").table(Translation).append([rec], as_parsed=True)
+    [shard_a] = Store(tmp_path / "a").table(Translation).shards()
+    [shard_b] = Store(tmp_path / "b").table(Translation).shards()
+    assert shard_a.read_bytes() == shard_b.read_bytes()
