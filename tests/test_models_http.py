@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import zlib
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -223,3 +224,54 @@ def test_split_url_keeps_path_and_query_and_default_ports() -> None:
     assert (origin.scheme, origin.host, origin.port, target) == ("https", "example.com", 443, "/v1/chat/completions?api-version=2")
     with pytest.raises(ProtocolError):
         split_url("ftp://example.com/x")
+
+
+def test_https_is_spoken_with_the_certificate_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local TLS server whose self-signed certificate is trusted through SSL_CERT_FILE answers
+    over https; with the system's trust store instead, the same server is refused."""
+    import shutil
+    import ssl
+    import subprocess
+
+    from xsafety.models import http
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    port = sock.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            try:
+                conn, _ = sock.accept()
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    got = _read_request(tls, b"")  # type: ignore[arg-type]
+                    if got is not None:
+                        tls.sendall(_ok(_completion("over tls")))
+            except (OSError, ssl.SSLError):
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"https://localhost:{port}/v1"
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        http.ssl_context.cache_clear()
+        out = _post_all(url, 1)
+        assert out[0]["choices"][0]["message"]["content"] == "over tls"  # type: ignore[index]
+        monkeypatch.delenv("SSL_CERT_FILE")
+        http.ssl_context.cache_clear()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _post_all(url, 1)
+    finally:
+        http.ssl_context.cache_clear()
+        sock.close()
+        thread.join(timeout=5)
