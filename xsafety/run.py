@@ -331,13 +331,13 @@ def _learn_missing_back_translations(jp: JudgePlan, store: Store, sig: str, book
     the judge again)."""
     if "back-translated" not in jp.modes:
         return
-    locales = {r.get("locale", "en") for r in store.table(Response).iter_dicts()}
+    # The responses as the judge stage loaded them (this process's cached table: not parsed
+    # again); the verdicts the stage has just appended are read once.
+    responses = store.table(Response).load().values()
+    locales = {r.locale for r in responses}
     have = {r.get("response_key") for r in store.table(Verdict).iter_dicts()
             if r.get("judge") == sig and r.get("mode") == "back-translated"}
-    with_back: set[str] = set()
-    for r in store.table(Response).iter_dicts():
-        if r.get("key") in have:
-            with_back.add(r.get("locale", "en"))
+    with_back = {r.locale for r in responses if r.key in have}
     for locale in sorted(locales - with_back):
         if locale.split("-")[0] != "en":
             book.put(no_back_key(jp.fingerprint, locale), "no engine translates this locale to English")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import json
 import types
 import typing
@@ -345,12 +346,12 @@ class ShardWriter(Generic[R]):
         """Append one record durably enough to survive the process being killed."""
         if self._fh is None:
             self._open()
-        line = json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        line = _COMPACT(record.to_dict())
         try:
             data = line.encode("utf-8")
         except UnicodeEncodeError:
             # A lone surrogate cannot be UTF-8; as a JSON escape it is stored and read back exactly.
-            data = json.dumps(record.to_dict(), ensure_ascii=True, separators=(",", ":")).encode("ascii")
+            data = _COMPACT_ASCII(record.to_dict()).encode("ascii")
         self._fh.write(data + b"\n")
         self._fh.flush()
         self.written += 1
@@ -371,11 +372,11 @@ class ShardWriter(Generic[R]):
             self._open()
         lines: list[bytes] = []
         for record in records:
-            fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}  # type: ignore[arg-type]
+            fields = record_fields(record)
             try:
-                line = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), default=_nested_record).encode("utf-8")
+                line = _COMPACT_NESTED(fields).encode("utf-8")
             except UnicodeEncodeError:
-                line = json.dumps(fields, ensure_ascii=True, separators=(",", ":"), default=_nested_record).encode("ascii")
+                line = _COMPACT_NESTED_ASCII(fields).encode("ascii")
             lines.append(line)
             if len(lines) >= chunk:
                 self._write_lines(lines)
@@ -473,11 +474,30 @@ def row_problem(cls: type, row: Any) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def field_names(cls: type) -> tuple[str, ...]:
+    """The field names of a record class, in order (``dataclasses.fields`` walks the class each call)."""
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def record_fields(record: Any) -> dict[str, Any]:
+    """A record's own field values by name, in field order (nested values as they are)."""
+    return {name: getattr(record, name) for name in field_names(type(record))}
+
+
 def _nested_record(value: Any) -> Any:
     """A nested record as the dict ``Record.to_dict`` makes of it (for the JSON encoder)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return record_fields(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# Store lines, encoded by one encoder each rather than one built per line by ``json.dumps`` (the
+# very encoder ``json.dumps`` builds for these arguments, so the same text).
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_COMPACT_ASCII = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_COMPACT_NESTED = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_nested_record).encode
+_COMPACT_NESTED_ASCII = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=_nested_record).encode
 
 
 def _key_of(rec: Record) -> str:

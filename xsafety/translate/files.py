@@ -9,7 +9,6 @@ of each. While a long job runs, finished items are appended to a hidden sidecar
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from typing import IO, Any
 from xsafety.data import translation_dirs
 from xsafety.errors import InputError
 from xsafety.records import Translation
+from xsafety.store import _nested_record, record_fields
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,12 @@ def to_line(record: Translation) -> str:
     the one nested record type, gate results, into objects as it meets them. Exact wherever dict
     keys are strings, as every key of a translation record is (gate, signal and flag names).
     """
-    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
-    return json.dumps(fields, ensure_ascii=False, separators=(", ", ": "), default=_nested_record)
+    return _ENCODE(record_fields(record))
 
 
-def _nested_record(value: Any) -> Any:
-    """A nested record (a ``GateResult``) as the dict ``Record.to_dict`` gives it."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+# The encoder ``json.dumps`` would build for these arguments, built once (nested records are
+# gate results, turned into the dicts ``Record.to_dict`` gives).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), default=_nested_record).encode
 
 
 # Files this process wrote with ``remember=True`` (or read), by path: the file's identity (inode,

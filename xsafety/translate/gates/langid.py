@@ -57,14 +57,30 @@ def _fasttext() -> Any:
     return LangDetector(LangDetectConfig(model="lite", max_input_length=None))
 
 
+@lru_cache(maxsize=1)
+def _lite_predict() -> Any:
+    """The lite model's own one-line predict (the detector's model, as ``detect`` loads it)."""
+    return _fasttext()._get_model(low_memory=True, fallback_on_memory_error=False).f.predict
+
+
 @lru_cache(maxsize=16384)
 def fasttext_probs(text: str) -> tuple[tuple[str, float], ...]:
-    """Top fastText lid.176 (lite) labels and probabilities for ``text`` (one line)."""
+    """Top fastText lid.176 (lite) labels and probabilities for ``text`` (one line).
+
+    The model is asked directly rather than through the detector's ``detect``, whose wrapping (a
+    model lookup, a dict per label, a sort) cost as much as the model on 25,000 references. The
+    same numbers: the same line (whitespace collapsed, so no newline to replace and nothing to
+    truncate), the detector's own input normalisation, k=10, scores capped at 1 and sorted by
+    score (a stable sort, as ``detect``'s).
+    """
     line = " ".join(text.split())
     if not line:
         return ()
-    found = _fasttext().detect(line, model="lite", k=10) or []
-    return tuple((str(r["lang"]), float(r["score"])) for r in found)
+    detector = _fasttext()
+    line = detector._normalize_text(line, detector.config.normalize_input)
+    found = [(label.replace("__label__", ""), min(float(p), 1.0)) for p, label in _lite_predict()(line + "\n", 10, 0.0, "strict")]
+    found.sort(key=lambda x: x[1], reverse=True)
+    return tuple(found)
 
 
 @lru_cache(maxsize=16384)
