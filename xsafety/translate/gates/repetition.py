@@ -25,9 +25,13 @@ def loop_share(tokens: list[str]) -> float:
         return 0.0
     covered = [False] * len(tokens)
     for n in range(1, MAX_N + 1):
-        if not any(map(operator.eq, tokens, tokens[n:])):
-            continue  # no token equals the one n later: no n-gram repeats back to back
         need = 4 if n == 1 else 3
+        # An n-gram said ``need`` times back to back makes (need - 1) * n positions in a row whose
+        # token equals the one n later. Without such a stretch (the longest run of equal pairs,
+        # found by C-level bytes operations) nothing is covered at this n: skip the scan.
+        same = bytes(map(operator.eq, tokens, tokens[n:]))
+        if not same or max(map(len, same.split(b"\x00"))) < (need - 1) * n:
+            continue
         i = 0
         while i + n <= len(tokens):
             gram = tokens[i : i + n]
