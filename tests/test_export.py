@@ -94,3 +94,20 @@ def test_parquet_schema_and_datasets(run: Path, tmp_path: Path, monkeypatch: pyt
     ds = datasets.load_dataset("parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf"))
     assert ds.num_rows == 25 and ds.column_names == list(ITEM_SCHEMA)
     assert sum(ds["primary"]) == 16
+
+
+def test_rows_from_the_tables_the_report_holds_equal_rows_parsed_from_disk(run: Path) -> None:
+    from xsafety import store as store_module
+    from xsafety.export import item_rows
+    from xsafety.records import Response, Verdict
+    from xsafety.report.frame import load_run
+    from xsafety.store import Store
+
+    store_module._LOAD_CACHE.clear()
+    data = load_run(run)  # loads (and so holds) the responses and verdicts
+    assert Store(run).table(Response).loaded() is not None and Store(run).table(Verdict).loaded() is not None
+    held = item_rows(data)
+    store_module._LOAD_CACHE.clear()
+    assert Store(run).table(Response).loaded() is None
+    parsed = item_rows(data)
+    assert held == parsed and len(held) == 8 + 16 + 1

@@ -61,3 +61,30 @@ def test_records_appended_as_parsed_are_stored_as_write_stores_them(tmp_path: Pa
     [shard_a] = Store(tmp_path / "a").table(Translation).shards()
     [shard_b] = Store(tmp_path / "b").table(Translation).shards()
     assert shard_a.read_bytes() == shard_b.read_bytes()
+
+
+def test_loaded_serves_only_a_table_held_as_it_is_on_disk(tmp_path: Path) -> None:
+    store_module._LOAD_CACHE.clear()
+    table = Store(tmp_path).table(Response)
+    with table.writer() as w:
+        for i in range(3):
+            w.write(_resp(i))
+    assert table.loaded() is None  # never loaded here: nothing is parsed to answer
+    assert not store_module._LOAD_CACHE
+    held = table.load()
+    assert table.loaded() == held
+    with Store(tmp_path).table(Response).writer() as w:  # a shard this process does not hold
+        w.write(_resp(9))
+    assert table.loaded() is None
+
+
+def test_loaded_is_none_when_a_row_was_dropped_as_corrupt(tmp_path: Path) -> None:
+    store_module._LOAD_CACHE.clear()
+    table = Store(tmp_path).table(Response)
+    with table.writer() as w:
+        w.write(_resp(0))
+        path = w.path
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"key": "k1", "not": "a response"}\n')
+    assert list(table.load()) == ["k0"]
+    assert table.loaded() is None  # a reader of the rows must see what parsing them gives

@@ -63,7 +63,7 @@ from xsafety.report.categories import UNCATEGORISED, macro_of
 from xsafety.report.csvsafe import inert_cell as neutralise_cell
 from xsafety.report.frame import ENGLISH, PRIMARY_MODE, RunData, base_of, load_run
 from xsafety.report.wording import shown_label
-from xsafety.store import Store
+from xsafety.store import Store, record_fields
 from xsafety.taxonomy import source_category as taxonomy_source_category
 
 log = logging.getLogger(__name__)
@@ -161,8 +161,15 @@ def _records(store: Store, cls: type[Response] | type[Verdict]) -> Iterator[dict
     """Stored rows of a table as plain dicts, the first copy of a key winning as in ``Table.load``.
 
     Plain dicts, not records: building 80,000 frozen records costs seconds an explorer page
-    should not wait for.
+    should not wait for. When this process holds the table already (the report has just loaded
+    it), the rows are the records' own field values (shallow: sequences stay tuples, which the
+    readers here only iterate) instead of the file parsed again.
     """
+    held = store.table(cls).loaded()
+    if held is not None:
+        for rec in held.values():
+            yield record_fields(rec)
+        return
     seen: set[str] = set()
     for row in store.table(cls).iter_dicts():
         key = row.get("key")

@@ -235,6 +235,15 @@ class Table(Generic[R]):
         self.last_load.corrupt += bad
         return out
 
+    def loaded(self) -> dict[str, R] | None:
+        """The records ``load`` would return, when this process holds the table as it is on disk
+        and every stored row became a record; else None (nothing is parsed here). For readers
+        that would otherwise parse the rows again (``iter_dicts``)."""
+        _, hit = self._cached()
+        if hit is None or hit[2].corrupt:
+            return None
+        return dict(hit[1])
+
     def keys(self) -> set[str]:
         """Keys of all stored records (cheaper than ``load`` for big tables; free when this process
         has the table loaded as it is on disk)."""
