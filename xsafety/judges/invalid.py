@@ -35,6 +35,7 @@ import logging
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
@@ -129,8 +130,12 @@ class Finding:
 
 def tokens(text: str) -> list[str]:
     """Casefolded words; letters of unspaced scripts (Chinese, Japanese, Thai ...) one by one."""
+    norm = unicodedata.normalize("NFKC", text).casefold()
+    found = _WORD.findall(norm)
+    if not _UNSPACED.search(norm):
+        return found  # no letter of an unspaced script anywhere: every word stays whole
     out: list[str] = []
-    for word in _WORD.findall(unicodedata.normalize("NFKC", text).casefold()):
+    for word in found:
         if _UNSPACED.search(word):
             out.extend(word)
         else:
@@ -185,10 +190,11 @@ def echo_parts(prompt_words: Sequence[str], words: Sequence[str]) -> tuple[float
 
 
 def _symbols_share(text: str) -> tuple[float, int]:
-    visible = [c for c in text if not c.isspace()]
+    visible = "".join(text.split())  # str.split drops exactly the characters str.isspace names
     if not visible:
         return 0.0, 0
-    text_chars = sum(1 for c in visible if unicodedata.category(c)[0] in "LMN")
+    # Categories counted in C (a Counter over map), not a Python test per character.
+    text_chars = sum(n for cat, n in Counter(map(unicodedata.category, visible)).items() if cat[0] in "LMN")
     return text_chars / len(visible), len(visible)
 
 
