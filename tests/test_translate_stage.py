@@ -238,3 +238,28 @@ def test_real_apertium_stage_through_the_cache(tmp_path: Path) -> None:
     assert len(recs) == 5 and sum(r.accepted for r in recs) >= 4
     assert all(r.back and r.engine.startswith("apertium|") and 0 <= r.quality <= 1 for r in recs)
     assert all(len(r.attempts) == 1 for r in recs if r.accepted)  # deterministic engine: nothing more to try
+
+
+def test_a_record_under_the_format_1_key_is_current_and_any_other_key_is_redone(tmp_path: Path) -> None:
+    import dataclasses
+
+    from xsafety.translate.files import write_file
+    from xsafety.translate.gates import GateSettings
+    from xsafety.translate.gates.quality import load_quality_model
+    from xsafety.translate.stage import stage_signature, translation_key
+
+    ps = prompts(3)
+    engine = ScriptedEngine()
+    run(tmp_path, engine, ps)
+    sig = stage_signature(engine.signature("en", "es"), engine.signature("es", "en"), None,
+                          GateSettings.resolve().signature(), load_quality_model().signature())
+    path = translation_path(tmp_path, "unit", "es")
+    stored = read_file(path)
+    assert all(stored[p.id].key == translation_key(p.key, "es", sig) for p in ps)
+    # p0 as store format 1 keyed it (by the set's name), p1 current, p2 by some other stage.
+    keyed = {ps[0].id: translation_key(ps[0].set_key, "es", sig), ps[1].id: stored[ps[1].id].key, ps[2].id: "other"}
+    write_file(path, [dataclasses.replace(stored[p.id], key=keyed[p.id]) for p in ps])
+    again = ScriptedEngine()
+    recs = run(tmp_path, again, ps)
+    assert again.forward_texts() == [ps[2].text]
+    assert [r.key for r in recs[:2]] == [keyed[ps[0].id], keyed[ps[1].id]]

@@ -226,8 +226,9 @@ def translate_locale(
     stored.update(read_file(side, tolerate_torn_tail=True))  # the sidecar holds newer work
     # A translation keyed the way store format 1 keyed prompts (with the set's name) was made by
     # this same stage from this same text: it is current, not redone.
-    legacy = {p.id: translation_key(p.set_key, code, stage_sig) for p in prompts}
-    todo = [p for p in prompts if p.id not in stored or stored[p.id].key not in (keys[p.id], legacy[p.id])]
+    # (Worked out only for a stored record whose key is not the current one: a fresh run has none.)
+    todo = [p for p in prompts if p.id not in stored
+            or (stored[p.id].key != keys[p.id] and stored[p.id].key != translation_key(p.set_key, code, stage_sig))]
     log.info("%s/%s: %d of %d prompts to translate", set_name, code, len(todo), len(prompts))
     if not todo:
         if side.exists():
