@@ -27,8 +27,11 @@ def _source_words(source: str) -> tuple[str, ...]:
     return tuple(w.casefold() for w in words(source) if len(w) >= MIN_WORD_LETTERS and not w.isdigit())
 
 
+@lru_cache(maxsize=4096)
 def copied_word_share(source: str, text: str) -> float | None:
-    """Share of the source's words (3+ letters, not numbers) that appear verbatim in ``text``."""
+    """Share of the source's words (3+ letters, not numbers) that appear verbatim in ``text``.
+
+    Memoised: the copy gate and the quality model's ``copy_rate`` signal ask it of the same pair."""
     src = _source_words(source)
     if not src:
         return None
