@@ -303,6 +303,20 @@ class _Prefix:
         return cache
 
 
+def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """Token id rows as one left-padded ``[rows, longest]`` tensor and its attention mask (1 for a
+    real token), on the CPU."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[r, width - len(row) :] = 1
+    return ids, mask
+
+
 def _logits_kept(model: Any) -> dict[str, int]:
     """Ask for the last position's logits only, where the model allows it (all of them would be
     rows x width x vocab floats)."""
@@ -327,12 +341,7 @@ def _prefill(
 
     skip = prefix.length if prefix else 0
     tails = [p[skip:] for p in prompts]
-    width = max(len(t) for t in tails)
-    ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(tails), width), dtype=torch.long)
-    for r, t in enumerate(tails):
-        ids[r, width - len(t) :] = torch.tensor(t, dtype=torch.long)
-        mask[r, width - len(t) :] = 1
+    ids, mask = left_pad(tails, pad_id)
     ids, mask = ids.to(device), mask.to(device)
     # Positions count real tokens only (what generate does for left padding); padding gets 1 and is masked.
     positions = (mask.cumsum(-1) - 1 + skip).masked_fill(mask == 0, 1)

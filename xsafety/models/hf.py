@@ -349,12 +349,7 @@ class HFChatModel:
         import torch
 
         pad = self.tokenizer.pad_token_id
-        width = max(len(e) for e in encoded)
-        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
+        input_ids, attention = continuous.left_pad(encoded, pad)
         d = self.decoding
         kwargs: dict[str, Any] = {
             "max_new_tokens": d.max_new_tokens,
@@ -381,7 +376,7 @@ class HFChatModel:
         share = elapsed / len(requests)
         results = []
         for row, request in enumerate(requests):
-            new = output[row, width:].tolist()
+            new = output[row, input_ids.shape[1] :].tolist()
             stop_at = next((k for k, t in enumerate(new) if t in self.eos_ids), None)
             if stop_at is None:
                 kept, finish, count = new, "length", len(new)
