@@ -76,6 +76,7 @@ def test_bf16_can_be_pinned_by_the_environment(tmp_path: Path, monkeypatch: pyte
     assert rt.cpu_has_native_bf16(frozenset(), probe=never, cache_file=tmp_path / "p.json") is True
     monkeypatch.setenv(rt.BF16_ENV, "0")
     assert rt.cpu_has_native_bf16(frozenset({"amx_bf16"}), probe=never) is False
+    assert rt.cpu_bf16_choice(frozenset({"amx_bf16"}), probe=never) == (False, f"pinned by {rt.BF16_ENV}=0")
     monkeypatch.setenv(rt.BF16_ENV, "yes")
     with pytest.raises(InputError, match="XSAFETY_CPU_BF16"):
         rt.cpu_has_native_bf16(frozenset())

@@ -76,30 +76,28 @@ R = TypeVar("R")
 # -- device and dtype -----------------------------------------------------------------------------
 
 
-def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
-    """The feature flags of the first CPU in ``/proc/cpuinfo`` (empty where there is no such file)."""
+def _cpuinfo_field(names: tuple[str, ...], cpuinfo: Path) -> str | None:
+    """The value of the first line of ``cpuinfo`` whose key is one of ``names`` (the first CPU's),
+    or ``None`` where there is no such line or file."""
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if sep and key.strip() in names:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The feature flags of the first CPU in ``/proc/cpuinfo`` (empty where there is no such file)."""
+    return frozenset((_cpuinfo_field(("flags", "Features"), cpuinfo) or "").split())
 
 
 def cpu_model_name(cpuinfo: Path = CPUINFO) -> str:
     """The ``model name`` line of ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "model name":
-            return value.strip()
-    return ""
+    return _cpuinfo_field(("model name",), cpuinfo) or ""
 
 
 # One decoder layer's linear maps at decode time (q, k, v, o, gate, up, down of a small Llama:
@@ -197,26 +195,37 @@ def measured_bf16_speedup(flags: frozenset[str], probe: Callable[[], float] | No
     return speedup
 
 
-def cpu_has_native_bf16(
+def cpu_bf16_choice(
     flags: frozenset[str] | None = None,
     *,
     probe: Callable[[], float] | None = None,
     cache_file: Path | None = None,
-) -> bool:
-    """Whether the CPU multiplies bf16 matrices clearly faster than fp32: ``XSAFETY_CPU_BF16``
+) -> tuple[bool, str]:
+    """Whether the CPU multiplies bf16 matrices clearly faster than fp32, and why: ``XSAFETY_CPU_BF16``
     (``1``/``0``) when set; else yes with AMX, no without ``avx512_bf16``, and with
     ``avx512_bf16`` alone whether the cached measurement reached ``BF16_MIN_SPEEDUP``."""
     pinned = os.environ.get(BF16_ENV, "").strip()
     if pinned:
         if pinned not in ("0", "1"):
             raise InputError(f"{BF16_ENV}={pinned!r}: use 1 (bf16) or 0 (fp32)", field=BF16_ENV)
-        return pinned == "1"
+        return pinned == "1", f"pinned by {BF16_ENV}={pinned}"
     flags = cpu_flags() if flags is None else flags
     if flags & NATIVE_BF16_FLAGS:
-        return True
+        return True, "AMX"
     if not flags & MAYBE_BF16_FLAGS:
-        return False
-    return measured_bf16_speedup(flags, probe, cache_file) >= BF16_MIN_SPEEDUP
+        return False, "no bf16 instructions"
+    speedup = measured_bf16_speedup(flags, probe, cache_file)
+    return speedup >= BF16_MIN_SPEEDUP, f"avx512_bf16; kept probe {speedup:.2f}x, bf16 needs {BF16_MIN_SPEEDUP}x"
+
+
+def cpu_has_native_bf16(
+    flags: frozenset[str] | None = None,
+    *,
+    probe: Callable[[], float] | None = None,
+    cache_file: Path | None = None,
+) -> bool:
+    """Whether ``auto`` picks bf16 on this CPU (see ``cpu_bf16_choice``)."""
+    return cpu_bf16_choice(flags, probe=probe, cache_file=cache_file)[0]
 
 
 def pick_device(device: str = "auto") -> str:

@@ -52,15 +52,11 @@ from xsafety.models.hf import HFChatModel  # noqa: E402
 from xsafety.taxonomy import load_set  # noqa: E402
 from xsafety.torch_runtime import (  # noqa: E402
     BF16_ENV,
-    BF16_MIN_SPEEDUP,
-    MAYBE_BF16_FLAGS,
-    NATIVE_BF16_FLAGS,
     auto_dtype_name,
     available_cores,
     bf16_matmul_speedup,
-    cpu_flags,
+    cpu_bf16_choice,
     load_average,
-    measured_bf16_speedup,
 )
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -268,16 +264,12 @@ def bench_local(work: Workload, new_tokens: int, compare: int, same_threads: int
         f"fp32 {machine.gflops['float32']:.0f} GFLOP/s, bf16 {machine.gflops['bfloat16']:.0f} GFLOP/s; "
         f"memory read {machine.read_gbs:.1f} GB/s"
     )
-    flags = cpu_flags()
-    if flags & NATIVE_BF16_FLAGS:
-        why = "AMX"
-    elif flags & MAYBE_BF16_FLAGS:
-        # The figure auto keeps for this machine, and one measured now beside it.
-        kept = measured_bf16_speedup(flags)
-        why = f"avx512_bf16; kept probe {kept:.2f}x, now {bf16_matmul_speedup():.2f}x at {threads} threads (bf16 needs {BF16_MIN_SPEEDUP}x)"
-    else:
-        why = "no bf16 instructions"
-    print(f"dtype auto on this CPU: {auto_dtype_name('cpu')} ({why}; {BF16_ENV} pins it)")
+    _, why = cpu_bf16_choice()
+    # Beside the figure auto keeps for this machine, one measured now on this run's threads.
+    print(
+        f"dtype auto on this CPU: {auto_dtype_name('cpu')} ({why}; bf16 now {bf16_matmul_speedup():.2f}x "
+        f"on {threads} threads; {BF16_ENV} pins it)"
+    )
     print(f"SmolLM2 ({params / 1e6:.1f}M parameters), {len(requests)} prompts from {work.source}, {new_tokens} new tokens, greedy")
     model.chat(requests[:2])  # warm-up: first calls pay one-off allocation costs
     arms: list[tuple[str, HFChatModel, int]] = []
