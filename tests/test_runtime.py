@@ -250,3 +250,21 @@ def test_free_memory_empties_the_cuda_cache_only_on_cuda(monkeypatch: pytest.Mon
     assert emptied == []
     rt.free_memory("cuda:0")
     assert emptied == [True]
+
+
+@pytest.mark.parametrize(("name", "value"), [("XSAFETY_CPU_BF16", "yes"), ("XSAFETY_TORCH_THREADS", "abc")])
+def test_a_bad_runtime_variable_stops_a_command_before_it_writes(tmp_path: Path, name: str, value: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, name: value}
+    done = subprocess.run(
+        [sys.executable, "-c", "from xsafety.cli import main; main()", "run", "--run-dir", str(run_dir)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and name in lines[0] and repr(value) in lines[0]
+    assert not run_dir.exists()

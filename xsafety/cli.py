@@ -14,6 +14,7 @@ import typer
 
 from xsafety.commands import annotate, export, generate, judge, locales, migrate, report, run, sets, translate
 from xsafety.errors import XSafetyError
+from xsafety.torch_runtime import check_environment
 
 app = typer.Typer(
     name="xsafety",
@@ -79,6 +80,7 @@ def main() -> None:
     """Console entry point: user errors become one line and exit code 2; an interrupt, a full disk
     or another system error one line and exit 130 or 1. Tracebacks are left to real bugs."""
     try:
+        check_environment()
         # Not standalone: click would otherwise turn Ctrl-C into a silent exit 130 before we see it.
         code = app(standalone_mode=False)
     except XSafetyError as exc:

@@ -195,6 +195,14 @@ def measured_bf16_speedup(flags: frozenset[str], probe: Callable[[], float] | No
     return speedup
 
 
+def _pinned_bf16() -> str | None:
+    """``XSAFETY_CPU_BF16`` (``1`` or ``0``) when set; another value is an ``InputError``."""
+    pinned = os.environ.get(BF16_ENV, "").strip()
+    if pinned and pinned not in ("0", "1"):
+        raise InputError(f"{BF16_ENV}={pinned!r}: use 1 (bf16) or 0 (fp32)", field=BF16_ENV)
+    return pinned or None
+
+
 def cpu_bf16_choice(
     flags: frozenset[str] | None = None,
     *,
@@ -204,10 +212,8 @@ def cpu_bf16_choice(
     """Whether the CPU multiplies bf16 matrices clearly faster than fp32, and why: ``XSAFETY_CPU_BF16``
     (``1``/``0``) when set; else yes with AMX, no without ``avx512_bf16``, and with
     ``avx512_bf16`` alone whether the cached measurement reached ``BF16_MIN_SPEEDUP``."""
-    pinned = os.environ.get(BF16_ENV, "").strip()
-    if pinned:
-        if pinned not in ("0", "1"):
-            raise InputError(f"{BF16_ENV}={pinned!r}: use 1 (bf16) or 0 (fp32)", field=BF16_ENV)
+    pinned = _pinned_bf16()
+    if pinned is not None:
         return pinned == "1", f"pinned by {BF16_ENV}={pinned}"
     flags = cpu_flags() if flags is None else flags
     if flags & NATIVE_BF16_FLAGS:
@@ -321,19 +327,33 @@ def free_cores(cores: int, load: float | None) -> int:
     return max(1, min(cores, cores - math.floor(max(0.0, load))))
 
 
+def _thread_count(value: int | str | None, source: str) -> int | None:
+    """A thread count the user set (``None`` for unset or ``auto``); a bad one is an ``InputError``."""
+    if value is None or value == "" or value == "auto":
+        return None
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{source} must be a whole number of threads, got {value!r}", field="threads") from None
+    if count < 1:
+        raise InputError(f"{source} must be at least 1, got {count}", field="threads")
+    return count
+
+
+def check_environment() -> None:
+    """Refuse a bad ``XSAFETY_TORCH_THREADS`` or ``XSAFETY_CPU_BF16`` when a command starts (one
+    line, exit 2), before it makes a run folder, rather than as a failed model item later."""
+    _thread_count(os.environ.get(THREADS_ENV), THREADS_ENV)
+    _pinned_bf16()
+
+
 def choose_threads(requested: int | str | None = None) -> tuple[int, str]:
     """The torch thread count and why: the caller's value, else ``XSAFETY_TORCH_THREADS``, else
     the cores free right now (``free_cores`` over the affinity mask and the load average)."""
     for value, source in ((requested, "threads option"), (os.environ.get(THREADS_ENV), THREADS_ENV)):
-        if value is None or value == "" or value == "auto":
-            continue
-        try:
-            count = int(value)
-        except (TypeError, ValueError):
-            raise InputError(f"{source} must be a whole number of threads, got {value!r}", field="threads") from None
-        if count < 1:
-            raise InputError(f"{source} must be at least 1, got {count}", field="threads")
-        return count, f"set by {source}"
+        count = _thread_count(value, source)
+        if count is not None:
+            return count, f"set by {source}"
     cores, load = available_cores(), load_average()
     count = free_cores(cores, load)
     load_text = "unknown" if load is None else f"{load:.2f}"
