@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -135,9 +137,69 @@ def test_load_average_reads_the_first_field(tmp_path: Path) -> None:
     assert rt.load_average(tmp_path / "absent") is None
 
 
+def _stat(path: Path, cpus: dict[int, tuple[int, ...]]) -> None:
+    lines = ["cpu  1 2 3 4 5 6 7 8 0 0"]  # the all-CPU line is ignored: only our affinity mask counts
+    lines += [f"cpu{n} " + " ".join(map(str, v)) for n, v in cpus.items()]
+    path.write_text("\n".join(lines + ["intr 12345", "ctxt 99"]) + "\n")
+
+
+def test_stat_ticks_sum_busy_and_total_over_our_cpus(tmp_path: Path) -> None:
+    path = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    _stat(path, {0: (100, 0, 50, 800, 20, 5, 5, 20, 30, 0), 1: (10, 0, 0, 90, 0, 0, 0, 0, 0, 0), 2: (999, 0, 0, 1, 0, 0, 0, 0, 0, 0)})
+    # cpu2 is outside the mask; guest is inside user already; idle and iowait are not busy
+    assert rt._stat_ticks({0, 1}, path) == (180 + 10, 1000 + 100)
+    assert rt._stat_ticks({5}, path) is None
+    assert rt._stat_ticks({0}, tmp_path / "absent") is None
+
+
+def test_busy_elsewhere_takes_out_our_own_cpu_time() -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    since = rt.CpuSample(busy_ticks=0, total_ticks=0, own_seconds=10.0, at=100.0)
+    # 2 s on 2 cores: 3 core-seconds busy, 1.2 of them ours -> others kept 0.9 cores busy
+    now = rt.CpuSample(busy_ticks=3 * tick, total_ticks=4 * tick, own_seconds=11.2, at=102.0)
+    assert rt.busy_elsewhere(since, now) == pytest.approx(0.9)
+    assert rt.busy_elsewhere(since, since) is None
+    # our own time counted by a finer clock than the ticks never makes others' use negative
+    mine = rt.CpuSample(busy_ticks=1 * tick, total_ticks=4 * tick, own_seconds=11.5, at=102.0)
+    assert rt.busy_elsewhere(since, mine) == 0.0
+
+
+def test_thread_choice_measures_cpu_use_not_the_stale_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load average left by work that has ended (5.4 on 2 cores) must not cost a thread when
+    the cores were free while the model loaded; cores that were busy must."""
+    monkeypatch.delenv(rt.THREADS_ENV, raising=False)
+    monkeypatch.setattr(rt, "available_cores", lambda: 2)
+    monkeypatch.setattr(rt, "load_average", lambda loadavg=rt.LOADAVG: 5.4)
+    tick = os.sysconf("SC_CLK_TCK")
+    since = rt.CpuSample(0, 0, 0.0, time.monotonic() - 1.0)
+    quiet = rt.CpuSample(int(0.1 * tick), 2 * tick, 0.0, time.monotonic())
+    monkeypatch.setattr(rt, "cpu_sample", lambda stat=rt.PROC_STAT: quiet)
+    count, why = rt.choose_threads(since=since)
+    assert count == 2 and "0.10 kept busy by other processes" in why
+    busy = rt.CpuSample(int(1.6 * tick), 2 * tick, 0.0, time.monotonic())
+    monkeypatch.setattr(rt, "cpu_sample", lambda stat=rt.PROC_STAT: busy)
+    assert rt.choose_threads(since=since)[0] == 1
+    # where CPU time cannot be read, the load average decides
+    monkeypatch.setattr(rt, "cpu_sample", lambda stat=rt.PROC_STAT: None)
+    count, why = rt.choose_threads()
+    assert count == 1 and "load average 5.40" in why
+
+
+def test_cpu_sample_reads_this_machine() -> None:
+    if not rt.PROC_STAT.exists():
+        pytest.skip("no /proc/stat on this system")
+    first = rt.cpu_sample()
+    sum(i * i for i in range(200_000))  # some CPU time of our own
+    second = rt.cpu_sample()
+    assert first is not None and second is not None
+    assert second.total_ticks >= first.total_ticks and second.own_seconds > first.own_seconds
+
+
 def test_thread_choice_option_then_env_then_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rt, "available_cores", lambda: 8)
     monkeypatch.setattr(rt, "load_average", lambda loadavg=rt.LOADAVG: 5.4)
+    monkeypatch.setattr(rt, "cpu_sample", lambda stat=rt.PROC_STAT: None)
     monkeypatch.delenv(rt.THREADS_ENV, raising=False)
     count, why = rt.choose_threads()
     assert count == 3 and "8 cores" in why and "5.40" in why

@@ -15,8 +15,12 @@ What lives here, and why in one place:
 * **Threads.** torch uses every core it is given; on a machine shared with other jobs that
   oversubscribes the cores, and a torch thread that is descheduled stalls the others at every
   barrier (measured: at load 8-9 on 2 cores, 1 thread ran 3x faster than 2). The count is chosen
-  from the cores this process may use (``os.sched_getaffinity``) minus the 1-minute load average,
-  unless the user sets it (``XSAFETY_TORCH_THREADS`` or a backend's ``threads`` option).
+  from the cores this process may use (``os.sched_getaffinity``) minus the whole cores other
+  processes kept busy while the model loaded (``/proc/stat`` less this process's own CPU time),
+  unless the user sets it (``XSAFETY_TORCH_THREADS`` or a backend's ``threads`` option). The
+  1-minute load average is only the fallback: it still counts work that ended up to a minute ago
+  (the load ``scripts/setup.sh`` left made a run on a quiet machine pick 1 thread: 150 against
+  226 tok/s with 2).
 * **Batch packing** under a token budget with a cost function per use: a causal LM pays for
   prompt + new tokens per row, an encoder-decoder for its longest source times its beams.
 * **The out-of-memory split.** A batch that runs out of memory is retried as two halves. The
@@ -32,8 +36,10 @@ import gc
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from xsafety.errors import InputError
@@ -43,6 +49,9 @@ log = logging.getLogger(__name__)
 THREADS_ENV = "XSAFETY_TORCH_THREADS"
 CPUINFO = Path("/proc/cpuinfo")
 LOADAVG = Path("/proc/loadavg")
+PROC_STAT = Path("/proc/stat")
+# The shortest window CPU use is measured over: shorter reads scheduler noise.
+MIN_SAMPLE_SECONDS = 0.3
 
 # CPU flags that mean bf16 matrix multiplies run faster than fp32: AMX tiles.
 NATIVE_BF16_FLAGS = frozenset({"amx_bf16"})
@@ -316,6 +325,67 @@ def load_average(loadavg: Path = LOADAVG) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """A reading of CPU time: busy and total clock ticks of the cores in our affinity mask (from
+    ``/proc/stat``), this process's own CPU seconds, and the monotonic time it was taken."""
+
+    busy_ticks: int
+    total_ticks: int
+    own_seconds: float
+    at: float
+
+
+def _stat_ticks(cpus: set[int], stat: Path) -> tuple[int, int] | None:
+    """Busy and total ticks summed over ``cpus`` (``cpuN`` lines), or ``None`` when unreadable."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return None
+    busy = total = 0
+    seen = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        try:
+            if int(name[3:]) not in cpus:
+                continue
+            fields = [int(v) for v in rest.split()]
+        except ValueError:
+            return None
+        # user nice system idle iowait irq softirq steal (guest time is inside user already):
+        # idle and iowait are free; steal is a core the hypervisor gave to someone else.
+        busy += sum(fields[:8]) - fields[3] - fields[4]
+        total += sum(fields[:8])
+        seen += 1
+    return (busy, total) if seen else None
+
+
+def cpu_sample(stat: Path = PROC_STAT) -> CpuSample | None:
+    """Read CPU time now (see ``CpuSample``); ``None`` where ``/proc/stat`` is not there."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return None
+    ticks = _stat_ticks(cpus, stat)
+    if ticks is None:
+        return None
+    return CpuSample(ticks[0], ticks[1], time.process_time(), time.monotonic())
+
+
+def busy_elsewhere(since: CpuSample, now: CpuSample) -> float | None:
+    """Cores other processes kept busy between two samples, on average (this process's own CPU
+    time taken out); ``None`` when no time passed between them."""
+    total = now.total_ticks - since.total_ticks
+    if total <= 0 or now.at <= since.at:
+        return None
+    ticks_per_second = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy_seconds = (now.busy_ticks - since.busy_ticks) / ticks_per_second
+    own = now.own_seconds - since.own_seconds
+    return max(0.0, (busy_seconds - own) / (now.at - since.at))
+
+
 def free_cores(cores: int, load: float | None) -> int:
     """Cores left for us: ``cores`` minus the whole cores other work keeps busy, at least 1.
 
@@ -347,24 +417,35 @@ def check_environment() -> None:
     _pinned_bf16()
 
 
-def choose_threads(requested: int | str | None = None) -> tuple[int, str]:
+def choose_threads(requested: int | str | None = None, since: CpuSample | None = None) -> tuple[int, str]:
     """The torch thread count and why: the caller's value, else ``XSAFETY_TORCH_THREADS``, else
-    the cores free right now (``free_cores`` over the affinity mask and the load average)."""
+    the cores free right now (``free_cores`` over the affinity mask and the cores other processes
+    kept busy since ``since``, a ``cpu_sample`` taken at least ``MIN_SAMPLE_SECONDS`` before, which
+    this waits out; the 1-minute load average where CPU time cannot be read)."""
     for value, source in ((requested, "threads option"), (os.environ.get(THREADS_ENV), THREADS_ENV)):
         count = _thread_count(value, source)
         if count is not None:
             return count, f"set by {source}"
-    cores, load = available_cores(), load_average()
+    cores = available_cores()
+    since = since or cpu_sample()
+    if since is not None:
+        time.sleep(max(0.0, MIN_SAMPLE_SECONDS - (time.monotonic() - since.at)))
+        now = cpu_sample()
+        busy = busy_elsewhere(since, now) if now is not None else None
+        if busy is not None and now is not None:
+            count = free_cores(cores, busy)
+            return count, f"{cores} cores available, {busy:.2f} kept busy by other processes over {now.at - since.at:.1f} s"
+    load = load_average()
     count = free_cores(cores, load)
     load_text = "unknown" if load is None else f"{load:.2f}"
     return count, f"{cores} cores available, load average {load_text}"
 
 
-def apply_threads(requested: int | str | None = None) -> int:
+def apply_threads(requested: int | str | None = None, since: CpuSample | None = None) -> int:
     """Set torch's intra-op thread count (``choose_threads``) and log the choice; returns it."""
     import torch
 
-    count, why = choose_threads(requested)
+    count, why = choose_threads(requested, since)
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     log.info("torch threads: %d (%s)", count, why)

@@ -35,6 +35,7 @@ from xsafety.models.base import ChatRequest, ChatResult, Decoding, ResultCallbac
 from xsafety.records import signature, stable_hash, text_hash
 from xsafety.torch_runtime import (
     apply_threads,
+    cpu_sample,
     causal_lm_cost,
     hub_snapshot,
     pack_batches,
@@ -108,8 +109,9 @@ class HFChatModel:
         self.batch_tokens = int(batch_tokens or (CUDA_BATCH_TOKENS if on_cuda else CPU_BATCH_TOKENS))
         self.max_batch = int(max_batch or (CUDA_MAX_BATCH if on_cuda else CPU_MAX_BATCH))
         self.name = name or source
-        # GPU kernels need one host thread; on CPU the count decides speed on a shared machine.
-        self.threads = apply_threads(threads) if not on_cuda else None
+        # CPU use by other processes is measured while the model loads, and the thread count
+        # chosen from it afterwards (see torch_runtime.choose_threads).
+        before_load = cpu_sample()
 
         local = Path(source).expanduser()
         load_from = str(local) if local.is_dir() else source
@@ -122,6 +124,8 @@ class HFChatModel:
         self.model.to(self.device)
         self.model.eval()
         self.load_seconds = time.perf_counter() - started
+        # GPU kernels need one host thread; on CPU the count decides speed on a shared machine.
+        self.threads = apply_threads(threads, before_load) if not on_cuda else None
         # Only now is a hub model surely in the local cache: reading its commit before loading
         # gave a first signature without revision or weights hash, and re-keyed every response
         # on the next load.

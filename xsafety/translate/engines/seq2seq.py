@@ -29,6 +29,7 @@ from xsafety.errors import ConfigError, XSafetyError
 from xsafety.records import signature, stable_hash
 from xsafety.torch_runtime import (
     apply_threads,
+    cpu_sample,
     dtype_name,
     hub_snapshot,
     pack_batches,
@@ -111,6 +112,7 @@ def load(model: str, *, revision: str | None, device: str, dtype: str, threads: 
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     log.info("loading translation model %s (%s, %s)", model, device, dtype)
+    before_load = cpu_sample()  # other processes' CPU use is measured while the model loads
     try:
         tokenizer = AutoTokenizer.from_pretrained(model, revision=revision)
         net = AutoModelForSeq2SeqLM.from_pretrained(model, revision=revision, dtype=getattr(torch, dtype))
@@ -118,7 +120,7 @@ def load(model: str, *, revision: str | None, device: str, dtype: str, threads: 
         raise ConfigError(f"cannot load translation model {model!r}: {exc}", field="model") from exc
     net.to(device).eval()
     if not device.startswith("cuda"):
-        apply_threads(threads)
+        apply_threads(threads, before_load)
     loaded = _Loaded(tokenizer=tokenizer, model=net, family=_family(net, tokenizer), device=device)
     _LOADED[key] = loaded
     return loaded
