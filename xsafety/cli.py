@@ -7,6 +7,7 @@ CliRunner; the work itself lives in the library modules.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import sys
 
@@ -76,9 +77,31 @@ INTERRUPTED = "interrupted: finished records are stored; rerun the same command 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+# Allocations between collections of young objects (Python's default is 700). Measured with the
+# pipeline bench at 2,800 answers: the collector's CPU time was 1.3 s with the defaults, 0.9 s with
+# the freeze alone and 0.4 s with the freeze and this (the run's CPU 11.5 -> 9.8 s); 100,000 gained
+# nothing more.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def _tune_gc() -> None:
+    """Make Python's cyclic garbage collector cheap for a batch job that keeps many records alive.
+
+    The records are frozen dataclasses and strings, which do not form cycles, yet every full
+    collection walks all of them: at 28,000 answers the collector took 6.3 of 58.9 CPU seconds of
+    a run against an instant server. What was loaded at start-up (modules, classes) is moved out of
+    the collector's sight (``gc.freeze``), and young objects are collected after
+    ``GC_YOUNG_THRESHOLD`` allocations rather than 700, so the collector runs less often; cycles made
+    after start-up are still collected.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+
+
 def main() -> None:
     """Console entry point: user errors become one line and exit code 2; an interrupt, a full disk
     or another system error one line and exit 130 or 1. Tracebacks are left to real bugs."""
+    _tune_gc()
     try:
         check_environment()
         # Not standalone: click would otherwise turn Ctrl-C into a silent exit 130 before we see it.
