@@ -106,3 +106,66 @@ def test_paired_bootstrap_shortcuts_give_the_general_figures() -> None:
     assert stats.paired_bootstrap(a, b, n_boot=400, seed=7) is shortcut  # from the memo
     assert stats.paired_bootstrap(a, b, n_boot=400, seed=8) != shortcut
     assert stats.paired_bootstrap(b, a, n_boot=400, seed=7).diff == -shortcut.diff
+
+
+def _reference_ci(a, b, clusters, weights, n_boot: int, seed: int) -> tuple[float, float]:
+    """The bootstrap CI computed the plain float way (one fresh draw, float gathers and sums)."""
+    import numpy as np
+
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    w = np.ones(xa.size) if weights is None else np.asarray(weights, dtype=float)
+    codes = np.arange(xa.size) if clusters is None else np.unique(np.asarray(clusters).astype(str), return_inverse=True)[1]
+    k = int(codes.max()) + 1
+    wsum = np.bincount(codes, weights=w, minlength=k)
+    dsum = np.bincount(codes, weights=w * (xb - xa), minlength=k)
+    draws = np.random.default_rng(seed).integers(0, k, size=(n_boot, k))
+    denom = wsum[draws].sum(axis=1)
+    ok = denom > 0
+    reps = dsum[draws].sum(axis=1)[ok] / denom[ok]
+    alpha = (1.0 - 0.95) / 2.0  # as stats computes it (not exactly 0.025)
+    lo, hi = np.quantile(reps, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def test_paired_bootstrap_integer_sums_and_shared_draws_give_the_float_figures() -> None:
+    """Integer outcomes and weights are summed as integers, and back-to-back questions over the
+    same clusters share one index draw: the CIs are exactly the plain float computation's, for
+    one-pair clusters, uneven clusters, integer weights, fractional weights and non-binary values."""
+    import numpy as np
+
+    from xsafety.report import stats
+
+    rng = np.random.default_rng(11)
+    n = 600
+    a, b = (rng.random(n) < 0.3).astype(float), (rng.random(n) < 0.45).astype(float)
+    uneven = [f"p{int(x)}" for x in rng.integers(0, 150, size=n)]
+    cases = [
+        (a, b, None, None),
+        (a, b, uneven, None),
+        (b, a, uneven, None),  # same clusters, other sign: the shared draw
+        (a, b, uneven, rng.integers(0, 4, size=n)),  # integer weights, some zero
+        (a, b, uneven, rng.random(n) * 3),  # fractional weights: the float path
+        (a * 200, b * 300, uneven, None),  # per-cluster sums past one byte
+        (a, b, [f"q{i}" for i in range(n)], np.full(n, 2.0)),  # constant cluster weight
+    ]
+    for xa, xb, clusters, weights in cases:
+        stats._BOOT_CACHE.clear()
+        got = stats.paired_bootstrap(xa, xb, clusters, weights, n_boot=300, seed=5)
+        assert (got.ci_low, got.ci_high) == _reference_ci(xa, xb, clusters, weights, 300, 5)
+    stats._BOOT_CACHE.clear()
+    other_seed = stats.paired_bootstrap(a, b, uneven, n_boot=300, seed=6)
+    assert (other_seed.ci_low, other_seed.ci_high) == _reference_ci(a, b, uneven, None, 300, 6)
+
+
+def test_replicate_sums_match_float_sums() -> None:
+    """The integer gather is used only where it is exact, and then equals the float sum bit for bit."""
+    import numpy as np
+
+    from xsafety.report.stats import _replicate_sums
+
+    rng = np.random.default_rng(2)
+    draws = rng.integers(0, 50, size=(40, 50))
+    for values in (rng.integers(-1, 2, size=50).astype(float), rng.integers(-40000, 40000, size=50).astype(float),
+                   np.ones(50), np.zeros(50), rng.random(50), np.array([np.nan] + [1.0] * 49)):
+        want = values[draws].sum(axis=1)
+        np.testing.assert_array_equal(_replicate_sums(values, draws), want)

@@ -127,14 +127,13 @@ def _paired_bootstrap(xa: np.ndarray, xb: np.ndarray, w: np.ndarray, codes: np.n
     rate_a = float((w * xa).sum() / w.sum())
     rate_b = float((w * xb).sum() / w.sum())
     diff = rate_b - rate_a
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, k, size=(n_boot, k))
+    draws = _draws(seed, n_boot, k)
     # Unit weights, one pair per cluster: every replicate's weight is exactly k (a sum of k ones),
     # so the B x k gather of weights is skipped (same figures, a third less work).
-    denom = np.full(n_boot, float(k)) if uniform else wsum[draws].sum(axis=1)
+    denom = np.full(n_boot, float(k)) if uniform else _replicate_sums(wsum, draws)
     # A replicate that drew only zero-weight clusters has no defined mean; drop it.
     ok = denom > 0
-    reps = dsum[draws].sum(axis=1)[ok] / denom[ok]
+    reps = _replicate_sums(dsum, draws)[ok] / denom[ok]
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(reps, [alpha, 1.0 - alpha]) if reps.size else (math.nan, math.nan)
     pos_a = xa > 0.5
@@ -153,6 +152,60 @@ def _paired_bootstrap(xa: np.ndarray, xb: np.ndarray, w: np.ndarray, codes: np.n
         c=only_a,
         p_value=mcnemar_exact(only_b, only_a),
     )
+
+
+def _replicate_sums(values: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Per replicate (row of ``draws``), the sum of ``values`` over the clusters it drew, as floats.
+
+    The float sum ``values[draws].sum(axis=1)`` is the definition. Binary outcomes under integer
+    weights make every per-cluster value a small integer, and a float sum of integers below 2**53
+    is exact in any order, so there the same sums come from a gather of one-byte (or two-, four-byte)
+    integers summed as int64: several times less memory traffic than a gather of float64. A
+    constant value (one pair per cluster: every weight sum is 1) needs no gather at all.
+    ``values`` are ``np.bincount`` sums, so never -0.0 (whose float sum a constant would not keep).
+    """
+    n_boot, k = draws.shape
+    ints = _as_small_ints(values, k)
+    if ints is None:
+        return values[draws].sum(axis=1)
+    if ints.size and ints.min() == ints.max():
+        return np.full(n_boot, float(k) * float(ints[0]))
+    return ints[draws].sum(axis=1, dtype=np.int64).astype(float)
+
+
+def _as_small_ints(values: np.ndarray, k: int) -> np.ndarray | None:
+    """``values`` as the narrowest integer array that holds them, when every one is an integer and
+    any sum of ``k`` of them stays exact in float64 (below 2**53); else None."""
+    if values.size == 0 or not np.all(values == np.rint(values)):
+        return None  # a fraction, a NaN
+    top = float(np.abs(values).max())
+    if top * max(k, 1) >= 2.0**53:
+        return None  # also an infinity
+    for dtype in (np.int8, np.int16, np.int32, np.int64):
+        if top <= np.iinfo(dtype).max:
+            return values.astype(dtype)
+    return None
+
+
+# The last index draw, kept: the metrics of one group (unsafe, refusal, failure) are bootstrapped
+# back to back over the same clusters with the same seed, so they share one draw, the very one
+# ``default_rng(seed).integers(0, k, size=(n_boot, k))`` gives each of them.
+_last_draws: tuple[tuple[int, int, int], np.ndarray] | None = None
+
+
+def _draws(seed: int, n_boot: int, k: int) -> np.ndarray:
+    """The ``n_boot x k`` cluster indices replicate draws for ``seed`` (read-only; see ``_last_draws``)."""
+    global _last_draws
+    key = (seed, n_boot, k)
+    cacheable = isinstance(seed, (int, np.integer))
+    last = _last_draws
+    if cacheable and last is not None and last[0] == key:
+        return last[1]
+    draws = np.random.default_rng(seed).integers(0, k, size=(n_boot, k))
+    draws.flags.writeable = False
+    if cacheable:
+        _last_draws = (key, draws)
+    return draws
 
 
 def cohen_kappa(x: Sequence[str], y: Sequence[str]) -> float:
