@@ -24,6 +24,7 @@ from typing import Any
 from xsafety.records import GateResult
 from xsafety.translate.engines.base import Candidate, Engine
 from xsafety.translate.gates import GateSettings, failed, run_gates
+from xsafety.translate.gates.langid import HUMAN_REFERENCE
 from xsafety.translate.gates.base import GateInput
 from xsafety.translate.gates.quality import QualityModel
 
@@ -186,6 +187,9 @@ class Selector:
             unknown_marks=cand.unknown_marks,
             flags=cand.meta,
         )
-        gates = run_gates(item, self.settings)
+        # A human reference is scored by the gates that can tell a bad reference row, not by those
+        # that look for machine translation's failures (gates.NOT_FOR_REFERENCES).
+        human = bool(cand.meta.get(HUMAN_REFERENCE))
+        gates = run_gates(item, self.settings.for_references() if human else self.settings)
         quality, values = self.model.score(item)
         return Attempt(step, sig, cand, back, self.back_sig, gates, quality, values)

@@ -22,7 +22,8 @@ from xsafety.progress import progress_bar
 from xsafety.records import Prompt, Translation, stable_hash
 from xsafety.translate.engines.base import Engine
 from xsafety.translate.files import PartialWriter, partial_path, read_file, to_line, translation_path, write_file
-from xsafety.translate.gates import GateSettings, bleu_signature, chrf_signature
+from xsafety.translate.gates import NOT_FOR_REFERENCES, GateSettings, bleu_signature, chrf_signature
+from xsafety.translate.gates.langid import HUMAN_REFERENCE
 from xsafety.translate.gates.quality import QualityModel, load_quality_model
 from xsafety.translate.select import ENGLISH, Attempt, LocaleInfo, Selector, best, reason
 
@@ -37,7 +38,8 @@ REFERENCE_ENGINE = "reference"
 # (and rejected) are looked up again rather than kept rejected.
 # :2 -- references are flagged to the gates, whose langid check then asks fastText first (same
 # verdicts, fastText's score recorded where it passes).
-REFERENCE_EXEMPTION = "reference-gate-exemption:2"
+# :3 -- references are not put through the gates in ``gates.NOT_FOR_REFERENCES`` (copy, repetition).
+REFERENCE_EXEMPTION = "reference-gate-exemption:3"
 
 
 def _resolve_locale(locale: Any) -> Any:
@@ -81,8 +83,6 @@ def _flag_references(translate: Any) -> Any:
     """Wrap the selector's engine call so the reference engine's candidates carry the
     ``human_reference`` flag: the gates then score them cheaply (see the langid gate)."""
     from dataclasses import replace
-
-    from xsafety.translate.gates.langid import HUMAN_REFERENCE
 
     def call(engine: Engine, texts: Any, src: str, tgt: str, **kw: Any) -> Any:
         out = translate(engine, texts, src, tgt, **kw)
@@ -130,15 +130,19 @@ def make_record(
 
     A human reference translation is exempt from the gates: they measure machine translation
     (a length ratio, a round trip through an engine) and a human translator's free rendering must
-    not be thrown away by them. It is kept (accepted) with every gate's score recorded, and the
+    not be thrown away by them. It is kept (accepted) with its gates' scores recorded, and the
     gates it would have failed named in ``reason`` and ``meta["gate_exempt"]``, never dropped silently.
+    The gates that only look for machine translation's failures are not run on it; they are named,
+    with why, in ``meta["gates_not_run"]``.
     """
     chosen = best(attempts)
     exempt = not chosen.passed and is_human_reference(chosen)
     why = reason(chosen)
     extra: dict[str, Any] = {}
+    if chosen.candidate.meta.get(HUMAN_REFERENCE):
+        extra["gates_not_run"] = {n: NOT_FOR_REFERENCES[n] for n in settings.enabled if n in NOT_FOR_REFERENCES}
     if exempt:
-        extra = {"gate_exempt": {"why": "human reference translation", "failed": chosen.failed}}
+        extra["gate_exempt"] = {"why": "human reference translation", "failed": chosen.failed}
         why = "human reference kept, exempt from the gates (" + why.removeprefix("failed ") + ")"
     return Translation(
         key=key,
