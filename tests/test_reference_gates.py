@@ -37,7 +37,7 @@ def test_references_skip_only_the_machine_translation_gates(tmp_path: Path) -> N
     recs = {r.prompt_id: r for r in translate_locale(_prompts(), "ar", engine=engine, out_dir=tmp_path, use_cache=False)}
     good = recs["p0"]
     assert {g.name for g in good.gates} == set(GATES) - set(NOT_FOR_REFERENCES)
-    assert good.meta["gates_not_run"] == NOT_FOR_REFERENCES and set(NOT_FOR_REFERENCES) == {"copy", "repetition"}
+    assert good.meta["gates_not_run"] == NOT_FOR_REFERENCES and set(NOT_FOR_REFERENCES) == {"copy", "unknown_words", "refusal", "repetition"}
     assert good.accepted and "gate_exempt" not in good.meta
     # The untranslated row is still caught, by the language gate, and kept with the failure named.
     copied = recs["p1"]

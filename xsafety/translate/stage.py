@@ -38,7 +38,8 @@ REFERENCE_ENGINE = "reference"
 # (and rejected) are looked up again rather than kept rejected.
 # :2 -- references are flagged to the gates, whose langid check then asks fastText first (same
 # verdicts, fastText's score recorded where it passes).
-# :3 -- references are not put through the gates in ``gates.NOT_FOR_REFERENCES`` (copy, repetition).
+# :3 -- references are not put through the gates in ``gates.NOT_FOR_REFERENCES`` (copy, unknown
+# words, refusal, repetition).
 REFERENCE_EXEMPTION = "reference-gate-exemption:3"
 
 
