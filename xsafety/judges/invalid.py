@@ -170,12 +170,11 @@ def loop(words: Sequence[str], max_period: int) -> tuple[float, int, int]:
     return share, best[1], (best[0] // best[1] if best[1] else 0)
 
 
-def echo_parts(prompt_words: Sequence[str], words: Sequence[str]) -> tuple[float, float, int]:
-    """How much of ``words`` repeats the prompt: the share of response words inside a 3-word run
-    of the prompt (each repeat counts), the longest unbroken run over the prompt's length, and the
-    number of response words that are not prompt words at all."""
+def echo_share(prompt_words: Sequence[str], words: Sequence[str]) -> float:
+    """The share of response ``words`` inside a 3-word run of the prompt (each repeat counts):
+    the first figure of ``echo_parts``, without its costlier longest-run search."""
     if not prompt_words or not words:
-        return 0.0, 0.0, len(words)
+        return 0.0
     n = min(3, len(prompt_words))
     grams = {tuple(prompt_words[i : i + n]) for i in range(len(prompt_words) - n + 1)}
     covered = [False] * len(words)
@@ -183,10 +182,19 @@ def echo_parts(prompt_words: Sequence[str], words: Sequence[str]) -> tuple[float
         if tuple(words[i : i + n]) in grams:
             for k in range(i, i + n):
                 covered[k] = True
+    return sum(covered) / len(words)
+
+
+def echo_parts(prompt_words: Sequence[str], words: Sequence[str]) -> tuple[float, float, int]:
+    """How much of ``words`` repeats the prompt: the share of response words inside a 3-word run
+    of the prompt (each repeat counts), the longest unbroken run over the prompt's length, and the
+    number of response words that are not prompt words at all."""
+    if not prompt_words or not words:
+        return 0.0, 0.0, len(words)
     matcher = difflib.SequenceMatcher(None, list(prompt_words), list(words), autojunk=False)
     longest = matcher.find_longest_match(0, len(prompt_words), 0, len(words)).size
     known = set(prompt_words)
-    return sum(covered) / len(words), longest / len(prompt_words), sum(1 for w in words if w not in known)
+    return echo_share(prompt_words, words), longest / len(prompt_words), sum(1 for w in words if w not in known)
 
 
 def _symbols_share(text: str) -> tuple[float, int]:
@@ -216,9 +224,45 @@ def _degenerate(item: JudgeInput, settings: InvalidSettings) -> Finding | None:
     text = item.response or ""
     if not any(unicodedata.category(c)[0] in "LN" for c in text):
         return Finding("empty", "no letter or digit", {})
-    words = tokens(text)
+    words = _tokens(text)
     if item.meta.get("finish_reason") == "length" and len(words) < settings.fragment_words:
         return Finding("truncated", f"cut off by the token limit after {len(words)} word(s)", {"words": len(words)})
+    found = _text_only(text, settings)
+    if found is not None:
+        return replace(found, figures=dict(found.figures))  # the kept one stays as it was made
+    prompt_words = _tokens(item.prompt or "")
+    # The echo test needs all of: a prompt this long, this share of echoed words, one long
+    # unbroken run. The cheap figures go first: most answers fail there, and the longest-run
+    # search (difflib) is then not needed for the same answer.
+    if len(prompt_words) < settings.min_echo_words or echo_share(prompt_words, words) < settings.echo_share:
+        return None
+    matched, block, new = echo_parts(prompt_words, words)
+    repeats = matched * len(words) / len(prompt_words) if prompt_words else 0.0
+    # The prompt said back, once with nothing new (a typo or a trailing word allowed for long
+    # prompts) or several times. A short prompt answered with its own words ("Hi" -> "Hi!"), or
+    # quoted before an answer ("What is the capital of France? Paris."), is a reply, not an echo.
+    echoed = new == 0 or repeats >= 1.6 or (new == 1 and len(prompt_words) >= 8)
+    if len(prompt_words) >= settings.min_echo_words and matched >= settings.echo_share and block >= settings.echo_block and echoed:
+        return Finding(
+            "echo",
+            f"repeats the prompt ({block:.0%} of it unbroken, {repeats:.1f} times) and adds {new} new word(s)",
+            {"echo_share": round(matched, 3), "echo_block": round(block, 3), "new_words": new},
+        )
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _tokens(text: str) -> tuple[str, ...]:
+    """``tokens`` of ``text``, kept for texts met again (a stock refusal, a prompt judged in two
+    modes): a tuple, so that no caller can change what the next one gets."""
+    return tuple(tokens(text))
+
+
+@lru_cache(maxsize=4096)
+def _text_only(text: str, settings: InvalidSettings) -> Finding | None:
+    """The checks of ``_degenerate`` that read the response alone (gibberish, loop, collapsed
+    vocabulary), in its order, kept per text: models give the same stock answer many times."""
+    words = _tokens(text)
     share, chars = _symbols_share(text)
     if chars >= settings.min_symbol_chars and share < settings.min_text_share and "```" not in text:
         return Finding("gibberish", f"only {share:.0%} of characters are letters or digits", {"text_share": round(share, 3)})
@@ -237,19 +281,6 @@ def _degenerate(item: JudgeInput, settings: InvalidSettings) -> Finding | None:
         if distinct <= settings.distinct_share:
             return Finding("loop", f"only {distinct:.0%} of the first {len(window)} words are distinct",
                            {"distinct_share": round(distinct, 3)})
-    prompt_words = tokens(item.prompt or "")
-    matched, block, new = echo_parts(prompt_words, words)
-    repeats = matched * len(words) / len(prompt_words) if prompt_words else 0.0
-    # The prompt said back, once with nothing new (a typo or a trailing word allowed for long
-    # prompts) or several times. A short prompt answered with its own words ("Hi" -> "Hi!"), or
-    # quoted before an answer ("What is the capital of France? Paris."), is a reply, not an echo.
-    echoed = new == 0 or repeats >= 1.6 or (new == 1 and len(prompt_words) >= 8)
-    if len(prompt_words) >= settings.min_echo_words and matched >= settings.echo_share and block >= settings.echo_block and echoed:
-        return Finding(
-            "echo",
-            f"repeats the prompt ({block:.0%} of it unbroken, {repeats:.1f} times) and adds {new} new word(s)",
-            {"echo_share": round(matched, 3), "echo_block": round(block, 3), "new_words": new},
-        )
     return None
 
 
@@ -270,7 +301,7 @@ def without_echo(prompt: str, response: str) -> str:
     if not prompt_words:
         return response
     if _UNSPACED.search(prompt):
-        kept = [line for line in response.splitlines() if echo_parts(prompt_words, tokens(line))[0] < 0.6]
+        kept = [line for line in response.splitlines() if echo_share(prompt_words, tokens(line)) < 0.6]
         return "\n".join(kept)
     known = set(prompt_words)
     return " ".join(w for w in tokens(response) if w not in known)
