@@ -18,6 +18,7 @@ from xsafety.report.csvsafe import write_csv
 from xsafety.report.frame import ENGLISH, RunData, load_run
 from xsafety.report.policy import Policy, load_policy
 from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
+from xsafety.torch_runtime import CpuSample, cpu_sample
 
 # Breakdowns written as tables: name -> extra grouping columns beside the locale.
 BREAKDOWNS: dict[str, list[str]] = {
@@ -46,6 +47,9 @@ class ReportData:
     # Judge validity (xsafety.report.judge_error): the calibration used and notes on what was not.
     calibration: Any = None
     calibration_notes: list[str] = field(default_factory=list)
+    # The machine's CPU time when the computation began: how busy other processes kept the cores
+    # meanwhile decides whether the charts get a worker process (``folder.charts_in_worker``).
+    started: CpuSample | None = None
 
     @property
     def summary(self) -> pl.DataFrame:
@@ -69,6 +73,7 @@ def compute(
     ``calibration``: a judge calibration file (default: the run config's ``[report] calibration``);
     the run's own annotations are always used.
     """
+    started = cpu_sample()
     run = load_run(run_dir, primary_judge=primary_judge)
     if policy is None:
         # The run's own policy (run.json), so that `xsafety report RUN` matches what `run` wrote.
@@ -79,7 +84,7 @@ def compute(
     harm = run.harm_judged()
     data = ReportData(
         run=run, policy=pol, thresholds=th, primary=primary, harm_judged=harm,
-        failure_judged=agg.failure_measured(pol, primary, harm),
+        failure_judged=agg.failure_measured(pol, primary, harm), started=started,
     )
     t = data.tables
     t["rates_locale"] = agg.rates(primary, ["locale", "resource"])

@@ -21,7 +21,9 @@ from pathlib import Path
 from xsafety.report import aggregate as agg
 from xsafety.report import html, markdown, plots, variants
 from xsafety.report.build import ReportData, compute, write_tables
+from xsafety.report.explorer import render_explorer
 from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
+from xsafety.torch_runtime import available_cores, busy_elsewhere, cpu_sample, free_cores
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +53,60 @@ def build_report(
 
 
 STAMP_FILE = ".stamp"
+# Responses from which the charts (about 5 CPU-s of matplotlib whatever the run's size) are drawn
+# by a worker process while this one writes the tables and the item explorer, which grow with the
+# run (about 2 CPU-s at 28,000 answers). Below this the overlap would not repay the worker's start
+# (about half a CPU-second of imports).
+CHART_WORKER_MIN_RESPONSES = 10_000
 
 
-def write_report(data: ReportData, out: Path, *, stamp: str | None = None) -> Path:
+def charts_in_worker(data: ReportData) -> bool:
+    """Whether a worker process should draw the charts: a large run, and a core to spare.
+
+    A core is spare when, over the report's computation so far (``data.started``), other
+    processes kept busy at most one less than this process may use, so that the worker runs
+    beside this process instead of taking turns with it (``free_cores``: only whole busy cores
+    count, as for torch threads).
+    """
+    if data.run.n_responses < CHART_WORKER_MIN_RESPONSES:
+        return False
+    cores = available_cores()
+    now = cpu_sample()
+    busy = busy_elsewhere(data.started, now) if data.started is not None and now is not None else None
+    return cores >= 2 and busy is not None and free_cores(cores, busy) >= 2
+
+
+def write_report(data: ReportData, out: Path, *, stamp: str | None = None,
+                 chart_worker: bool | None = None) -> Path:
     """Write a computed report as folder ``out`` (replacing it whole) and return it.
 
     ``stamp`` (from ``xsafety run``) is kept in the folder as ``.stamp``; see ``read_stamp``.
+    ``chart_worker``: draw the charts in a worker process meanwhile (None: ``charts_in_worker``);
+    the folder is the same either way.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    pending: plots.PendingCharts | None = None
     try:
+        in_worker = charts_in_worker(data) if chart_worker is None else chart_worker
+        if in_worker:
+            log.info("report: charts drawn by a worker process meanwhile")
+        pending = plots.PendingCharts(data, tmp, in_worker=in_worker)
         write_tables(data, tmp)
         # Before the pages: they link the variant-effects page when it is there.
         variants.write_variant_effects(data, tmp)
-        images = plots.write_heatmaps(data, tmp)
+        explorer = render_explorer(data)
+        images = pending.result()
         markdown.write_markdown(data, tmp, images)
-        html.write_index(data, tmp, images)
+        html.write_index(data, tmp, images, explorer)
         if stamp is not None:
             (tmp / STAMP_FILE).write_text(stamp + "\n", encoding="utf-8")
         _swap(tmp, out)
     except BaseException:
+        if pending is not None and pending.worker is not None and pending.worker.poll() is None:
+            pending.worker.kill()  # its charts would land in a folder being removed
+            pending.worker.wait()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("report written to %s", out)

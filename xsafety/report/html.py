@@ -213,8 +213,10 @@ def _rejections(data: "ReportData", locale: str) -> str:
     )
 
 
-def render_index(data: "ReportData", images: dict[str, Path], variants: str | None = None) -> str:
-    """The whole ``index.html`` as a string (``variants``: the variant-effects page to link, if any)."""
+def render_index(data: "ReportData", images: dict[str, Path], variants: str | None = None,
+                 explorer: str | None = None) -> str:
+    """The whole ``index.html`` as a string (``variants``: the variant-effects page to link, if any;
+    ``explorer``: its item explorer section when already rendered, ``render_explorer(data)``)."""
     t = data.tables
     run = data.run
     csp = (
@@ -268,7 +270,7 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
         "<h2>Heatmaps</h2>",
         *(_image(images.get(name), alt) for name, (_, alt) in HEATMAPS.items() if name != "forest"),
     ]
-    out.append(render_explorer(data))
+    out.append(render_explorer(data) if explorer is None else explorer)
     trust_rows = {r["locale"]: r for r in t["trust"].to_dicts()}
     counts = {r["locale"]: r["n"] for r in srows}
     focus = focus_metric(data)
@@ -347,8 +349,8 @@ def render_index(data: "ReportData", images: dict[str, Path], variants: str | No
     return "\n".join(out)
 
 
-def write_index(data: "ReportData", out: Path, images: dict[str, Path]) -> Path:
-    """Write ``index.html`` into the report folder."""
+def write_index(data: "ReportData", out: Path, images: dict[str, Path], explorer: str | None = None) -> Path:
+    """Write ``index.html`` into the report folder (``explorer``: see ``render_index``)."""
     path = out / "index.html"
-    path.write_text(render_index(data, images, variants_file(data, out)), encoding="utf-8")
+    path.write_text(render_index(data, images, variants_file(data, out), explorer), encoding="utf-8")
     return path
