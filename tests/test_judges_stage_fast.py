@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from xsafety.judges.stage import MODES, _VerdictKeys, verdict_key
+from xsafety.judges.stage import MODES, _translation_sources, _VerdictKeys, verdict_key
+from xsafety.records import GateResult, Translation
+from xsafety.store import _LOAD_CACHE, Store
+
+
+def clear_load_cache() -> None:
+    """Forget the tables this process has read, so that the next read parses the shards."""
+    _LOAD_CACHE.clear()
 
 SIGNATURE = "refusal-lexicon|compliance:safe|lexicon:f63f4eb8d097|opening:2s/400c|invalid|version:1"
 
@@ -23,3 +33,30 @@ def test_verdict_keys_with_an_odd_signature() -> None:
     assert _VerdictKeys(sig, "native")("k") == verdict_key("k", sig, "native")
     # A non-string key (not one the store accepts) still gets the general path's answer.
     assert _VerdictKeys(sig, "native")(12) == verdict_key(12, sig, "native")  # type: ignore[arg-type]
+
+
+def _translation(key: str, text: str, gates: tuple[GateResult, ...] = ()) -> Translation:
+    return Translation(key=key, prompt_id="p1", set="s", locale="es", source=f"source of {text}", text=text,
+                       engine="test", gates=gates)
+
+
+def test_translation_sources_are_the_rows_load_keeps(tmp_path: Path) -> None:
+    store = Store(tmp_path / "run")
+    gate = GateResult(name="chrf", score=0.9, threshold=0.5, passed=True)
+    with store.table(Translation).writer() as w:
+        w.write(_translation("t1", "uno", (gate,)))
+        w.write(_translation("t1", "a later copy of t1"))  # load keeps the first of a key
+        w.write(_translation("t2", "dos"))
+    shard = store.table(Translation).shards()[0]
+    good = _translation("t4", "cuatro").to_dict()
+    broken = {**_translation("t3", "tres").to_dict(), "gates": [{"name": "chrf"}]}  # no GateResult in it
+    odd = {**_translation("t5", "cinco").to_dict(), "gates": ["chrf"]}  # a gate that is not an object
+    with open(shard, "a", encoding="utf-8") as fh:
+        for row in (broken, odd, good, {**broken, "gates": []}):  # t3 again, now buildable
+            fh.write(json.dumps(row) + "\n")
+    expected = [(t.key, t.set, t.locale, t.text, t.source) for t in Store(store.root).table(Translation).load().values()]
+    assert [k for k, *_ in expected] == ["t1", "t2", "t4", "t3"]
+    clear_load_cache()
+    assert list(_translation_sources(Store(store.root))) == expected  # from the rows
+    Store(store.root).table(Translation).load()
+    assert list(_translation_sources(Store(store.root))) == expected  # from the records this process holds

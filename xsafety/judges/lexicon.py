@@ -57,9 +57,9 @@ import logging
 import re
 import unicodedata
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,10 @@ BOUNDARIES = ("word", "left", "none")
 SECTIONS = ("opening", "start", "lead", "refute", "weak", "pivot", "not", "narrative", "anywhere")
 # Bumped when the matching rules change, so that stored verdicts are recomputed.
 LEXICON_VERSION = 2
+# Decisions kept per judge for repeated answers: this many (response, locale) pairs, of responses
+# up to this many characters (stock answers are short; long ones rarely repeat word for word).
+MEMO_ITEMS = 4096
+MEMO_CHARS = 2000
 
 _QUOTES = str.maketrans(
     {
@@ -570,6 +574,7 @@ class LexiconJudge:
         self.compliance_label = compliance_label
         self._lists: dict[str, PhraseList | None] = {}
         self._warned: set[str] = set()
+        self._memo: OrderedDict[tuple[str, str], JudgeOutput] = OrderedDict()
         # Read and validate every file now so that a broken list fails at load time, not mid-run;
         # the regexes are compiled when a locale's list is first used (PhraseList).
         self._files = sorted(self.dir.glob("*.txt"))
@@ -610,12 +615,33 @@ class LexiconJudge:
         return None
 
     def judge(self, items: Sequence[JudgeInput]) -> list[JudgeOutput]:
-        """Judge each item (pure CPU, no batching needed)."""
+        """Judge each item (pure CPU, no batching needed).
+
+        A decision depends on the response and its locale only (the prompt is not read), so one
+        already made for the same short text in the same locale is given again, as a copy: models
+        repeat stock answers ("I'm sorry, but I can't help with that.") thousands of times in a run.
+        """
         out = []
         for item in items:
-            result = self.judge_one(item.response, item.locale)
+            result = self._decided(item.response, item.locale)
             out.append(finalize(result, self.compliance_label) if self.compliance_label else result)
         return out
+
+    def _decided(self, response: str, locale: str) -> JudgeOutput:
+        """``judge_one``, kept for the last ``MEMO_ITEMS`` short texts (least recently used go first)."""
+        if not isinstance(response, str) or len(response) > MEMO_CHARS:
+            return self.judge_one(response, locale)
+        key = (response, locale)
+        found = self._memo.get(key)
+        if found is None:
+            found = self.judge_one(response, locale)
+            self._memo[key] = found
+            if len(self._memo) > MEMO_ITEMS:
+                self._memo.popitem(last=False)
+        else:
+            self._memo.move_to_end(key)
+        # A copy: a caller that changed its meta must not change the next answer.
+        return replace(found, meta=dict(found.meta))
 
     def judge_one(self, response: str, locale: str) -> JudgeOutput:
         """Decide one response; the returned label may be ``compliance`` (see the module docstring)."""

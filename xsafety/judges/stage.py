@@ -153,10 +153,10 @@ class _EnglishPrompts:
     def _load_run(self) -> dict[tuple[str, str], list[str]]:
         if self._run is None:
             self._run = _prompts_by_id(list(self._store.table(Prompt).load().values()))
-            for t in self._store.table(Translation).load().values():
-                self._sources[t.key] = t.source
-                if t.text:
-                    self._turns.setdefault((t.set, t.locale, t.text), t.source)
+            for key, set_name, locale, text, source in _translation_sources(self._store):
+                self._sources[key] = source
+                if text:
+                    self._turns.setdefault((set_name, locale, text), source)
         return self._run
 
     def get(self, response: Response) -> tuple[str, str]:
@@ -199,6 +199,43 @@ class _EnglishPrompts:
                 log.warning("cannot load set %r for English prompts (%s)", set_name, exc)
                 self._sets[set_name] = {}
         return self._sets[set_name]
+
+
+# The fields of a stored gate result that ``GateResult`` cannot be built without.
+_GATE_FIELDS = frozenset({"name", "score", "threshold", "passed"})
+
+
+def _translation_sources(store: Store) -> Iterator[tuple[str, str, str, str, str]]:
+    """(key, set, locale, text, source) of every translation ``store.table(Translation).load()``
+    holds, in its order.
+
+    The records themselves when this process holds the table (``xsafety run`` read it before);
+    else the stored rows, without building records: rebuilding 25,200 translations with their
+    gates and attempts took 2.5 CPU-s of a 28,000-answer ``xsafety judge``, for five strings
+    each. The rows are the ones ``load`` keeps: the first of a key, and only one that becomes a
+    record (a row whose gates are all objects with the required fields always does; any other
+    is tried as ``load`` tries it).
+    """
+    table = store.table(Translation)
+    records = table.loaded()
+    if records is not None:
+        for t in records.values():
+            yield t.key, t.set, t.locale, t.text, t.source
+        return
+    seen: set[str] = set()
+    for row in table.iter_dicts():
+        key = row["key"]
+        if key in seen:
+            continue
+        gates = row.get("gates", ())
+        if not all(type(g) is dict and g.keys() >= _GATE_FIELDS for g in gates):
+            try:
+                Translation.from_dict(row)
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:  # load skips it too
+                log.warning("%s: skipping a row that is not a translations record (%s)", table.dir, exc)
+                continue
+        seen.add(key)
+        yield key, row["set"], row["locale"], row["text"], row["source"]
 
 
 def _load_english_set(set_name: str) -> list[Prompt]:
