@@ -98,7 +98,7 @@ def paired_bootstrap(
     if clusters is None:
         codes = np.arange(n)
     else:
-        codes = cluster_codes(clusters)
+        _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
     k = int(codes.max()) + 1
     # The same pairs are asked for more than once per report (several breakdowns of one model, the
     # terminal summary after the folder): the answer is a pure function of these bytes.
@@ -152,23 +152,6 @@ def _paired_bootstrap(xa: np.ndarray, xb: np.ndarray, w: np.ndarray, codes: np.n
         c=only_a,
         p_value=mcnemar_exact(only_b, only_a),
     )
-
-
-def cluster_codes(clusters: Sequence[object] | np.ndarray) -> np.ndarray:
-    """Each cluster's index among the sorted distinct clusters (as text): ``np.unique``'s inverse.
-
-    Cluster names are nearly always Python strings (``set/prompt_id``); those are indexed through
-    a dict over their sorted set, which gives the same indices (Python and numpy both order text
-    by code point) at a third of the cost of numpy's fixed-width copy and sort. Anything else
-    (numbers, None, a string holding NUL, which numpy's fixed-width text drops at the end) takes
-    ``np.unique`` itself.
-    """
-    values = np.asarray(clusters, dtype=object).tolist()
-    if all(type(v) is str and "\x00" not in v for v in values):
-        index = {v: i for i, v in enumerate(sorted(set(values)))}
-        return np.fromiter(map(index.__getitem__, values), dtype=np.intp, count=len(values))
-    _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
-    return codes
 
 
 def _replicate_sums(values: np.ndarray, draws: np.ndarray) -> np.ndarray:
