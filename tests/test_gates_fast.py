@@ -124,4 +124,4 @@ def test_translation_lines_are_the_json_of_to_dict() -> None:
         attempts=({"step": "first", "gates": {"copy": 0.12, "langid": None}, "failed": ["langid"], "flags": {}},),
         meta={"signals": {"a": 1.0, "b": None}, "gate_exempt": {"why": "x", "failed": ["langid"]}, "n": 3},
     )
-    assert to_line(rec) == json.dumps(rec.to_dict(), ensure_ascii=False, separators=(", ", ": "))
+    assert to_line(rec) == json.dumps(rec.to_dict(), ensure_ascii=False, separators=(",", ":"))

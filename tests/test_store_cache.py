@@ -88,3 +88,34 @@ def test_loaded_is_none_when_a_row_was_dropped_as_corrupt(tmp_path: Path) -> Non
         fh.write('{"key": "k1", "not": "a response"}\n')
     assert list(table.load()) == ["k0"]
     assert table.loaded() is None  # a reader of the rows must see what parsing them gives
+
+
+def test_translations_written_to_their_file_are_copied_into_the_store_as_written(tmp_path: Path) -> None:
+    """A run copies the translations it just wrote into its store as the lines it wrote (no second
+    serialising): the shard must be byte for byte what serialising the records gives."""
+    from xsafety.records import GateResult, Translation
+    from xsafety.translate import files
+
+    recs = [Translation(key=f"k{i}", prompt_id=f"p{i}", set="s", locale="zh", source="How?", text=f"怎么{i}？",
+                        engine="reference|x", gates=(GateResult("langid", 0.9, 0.5, True, "ok"),),
+                        attempts=({"step": "first", "failed": []},), meta={"signals": {"a": 1.0}}) for i in range(3)]
+    path = files.translation_path(tmp_path / "tr", "s", "zh")
+    lines = {r.prompt_id: files.to_line(r) for r in recs}
+    files.write_file(path, recs, lines=lines, remember=True)
+    served = files.read_file(path)  # what the plan's index hands the snapshot: the same objects
+    assert all(files.line_of(served[r.prompt_id]) == lines[r.prompt_id] for r in recs)
+    asked: list[str] = []
+
+    def spy(record: Translation) -> str | None:
+        line = files.line_of(record)
+        asked.append("known" if line is not None else "unknown")
+        return line
+
+    Store(tmp_path / "a").table(Translation).append(list(served.values()), as_parsed=True, line_of=spy)
+    Store(tmp_path / "b").table(Translation).append(recs)
+    [shard_a] = Store(tmp_path / "a").table(Translation).shards()
+    [shard_b] = Store(tmp_path / "b").table(Translation).shards()
+    assert asked == ["known"] * 3 and shard_a.read_bytes() == shard_b.read_bytes()
+    # A file rewritten without ``remember`` forgets the lines: they may no longer be these records'.
+    files.write_file(path, recs)
+    assert all(files.line_of(r) is None for r in served.values())

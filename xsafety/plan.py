@@ -398,8 +398,11 @@ def snapshot_inputs(work: Work, store: Store, index: TranslationIndex) -> None:
             new_t += [found[p.id] for p in items if p.id in found and found[p.id].key not in have_t]
     if new_t:
         # Records read from the translation files: the store keeps them as loaded, so the judges
-        # and the report do not parse back the same 25,000 rows.
-        table_t.append(new_t, as_parsed=True)
+        # and the report do not parse back the same 25,000 rows; those this process just wrote
+        # to their files go in as the very lines it wrote (the store's own format).
+        from xsafety.translate.files import line_of
+
+        table_t.append(new_t, as_parsed=True, line_of=line_of)
 
 
 class _ForStore:

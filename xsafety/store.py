@@ -33,7 +33,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,13 +289,16 @@ class Table(Generic[R]):
         finally:
             w.close()
 
-    def append(self, records: Iterable[R], *, as_parsed: bool = False) -> int:
+    def append(self, records: Iterable[R], *, as_parsed: bool = False,
+               line_of: Callable[[R], str | None] | None = None) -> int:
         """Append records in one new shard; returns how many were written.
 
         ``as_parsed`` says the records are what parsing their lines back gives (they were
         themselves read from JSON, so no tuple became a list on the way): when this process had
         the table loaded as it was on disk, they then go into that cache too, and a later ``load``
-        or ``keys`` does not parse back what was just written.
+        or ``keys`` does not parse back what was just written. With it, ``line_of`` may give a
+        record's line as already serialised by ``encode_parsed`` (``None`` where unknown), so a
+        record is not serialised twice.
         """
         before, hit = self._cached() if as_parsed else (None, None)
         if before == () and hit is None:
@@ -303,7 +306,7 @@ class Table(Generic[R]):
         written: list[R] = list(records)
         with self.writer() as w:
             if as_parsed:
-                w.write_parsed(written)
+                w.write_parsed(written, line_of=line_of)
             else:
                 for r in written:
                     w.write(r)
@@ -369,23 +372,26 @@ class ShardWriter(Generic[R]):
             os.fsync(self._fh.fileno())
             self._last_sync = now
 
-    def write_parsed(self, records: Iterable[R], chunk: int = 1000) -> None:
+    def write_parsed(self, records: Iterable[R], chunk: int = 1000,
+                     line_of: Callable[[R], str | None] | None = None) -> None:
         """Append records that were themselves read from JSON, ``chunk`` lines per write.
 
         Such records have string keys in every dict (JSON has no other), so the encoder can walk
         the record's own values (nested records turned into objects as met) and give the very
         line ``write`` would, without building ``to_dict`` first. A copy, not new work: a kill
-        between chunks leaves records the next run appends again.
+        between chunks leaves records the next run appends again. ``line_of`` gives a record's
+        ``encode_parsed`` line where the caller already has it.
         """
         if self._fh is None:
             self._open()
         lines: list[bytes] = []
         for record in records:
-            fields = record_fields(record)
+            known = line_of(record) if line_of is not None else None
             try:
-                line = _COMPACT_NESTED(fields).encode("utf-8")
+                line = (known if known is not None else encode_parsed(record)).encode("utf-8")
             except UnicodeEncodeError:
-                line = _COMPACT_NESTED_ASCII(fields).encode("ascii")
+                # A lone surrogate cannot be UTF-8; as a JSON escape it is stored and read back exactly.
+                line = _COMPACT_NESTED_ASCII(record_fields(record)).encode("ascii")
             lines.append(line)
             if len(lines) >= chunk:
                 self._write_lines(lines)
@@ -492,6 +498,14 @@ def field_names(cls: type) -> tuple[str, ...]:
 def record_fields(record: Any) -> dict[str, Any]:
     """A record's own field values by name, in field order (nested values as they are)."""
     return {name: getattr(record, name) for name in field_names(type(record))}
+
+
+def encode_parsed(record: Any) -> str:
+    """The store's JSON line of a record read from JSON (``ShardWriter.write_parsed``), as ``str``.
+
+    Translation files use the same line, so a translation written to its file is copied into a
+    run's store without being serialised again."""
+    return _COMPACT_NESTED(record_fields(record))
 
 
 def _nested_record(value: Any) -> Any:

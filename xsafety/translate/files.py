@@ -21,7 +21,7 @@ from typing import IO, Any
 from xsafety.data import translation_dirs
 from xsafety.errors import InputError
 from xsafety.records import Translation
-from xsafety.store import _nested_record, record_fields
+from xsafety.store import encode_parsed
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,16 @@ def partial_path(root: Path, set_name: str, locale: str) -> Path:
 
 
 def to_line(record: Translation) -> str:
-    """One record as one JSON line (no trailing newline).
+    """One record as one JSON line (no trailing newline): the run store's own line for it
+    (``store.encode_parsed``: compact, ``ensure_ascii=False``, fields in record order), so a run
+    copies translations into its store without serialising them again (``line_of``).
 
-    The same text as dumping ``record.to_dict()``, without building that dict first: the JSON
-    encoder walks the record's own values (tuples are arrays to it, as to ``to_dict``) and turns
-    the one nested record type, gate results, into objects as it meets them. Exact wherever dict
-    keys are strings, as every key of a translation record is (gate, signal and flag names).
+    The same text as dumping ``record.to_dict()`` with those settings, without building that dict
+    first: the encoder walks the record's own values (tuples are arrays to it, as to ``to_dict``)
+    and turns the one nested record type, gate results, into objects as it meets them. Exact
+    wherever dict keys are strings, as every key of a translation record is.
     """
-    return _ENCODE(record_fields(record))
-
-
-# The encoder ``json.dumps`` would build for these arguments, built once (nested records are
-# gate results, turned into the dicts ``Record.to_dict`` gives).
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), default=_nested_record).encode
+    return encode_parsed(record)
 
 
 # Files this process wrote with ``remember=True`` (or read), by path: the file's identity (inode,
@@ -59,6 +56,11 @@ _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), default=
 # once (the plan's translation index); 25,000 reference records take seconds to parse.
 _KNOWN: dict[str, tuple[tuple[int, int, int], dict[str, Translation]]] = {}
 _KNOWN_FILES = 64
+# The lines of records this process wrote (``to_line``), by ``id`` of the record object, for as
+# long as its file is in ``_KNOWN`` (which keeps the record alive, so an id is never reused
+# meanwhile): copying 25,000 translations into a run's store took 2 CPU-s of serialising again.
+_LINES: dict[int, str] = {}
+_LINES_OF: dict[str, list[int]] = {}
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:
@@ -69,14 +71,30 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _remember(path: Path, records: dict[str, Translation]) -> None:
+def _forget(path: str) -> None:
+    _KNOWN.pop(path, None)
+    for ident in _LINES_OF.pop(path, ()):
+        _LINES.pop(ident, None)
+
+
+def _remember(path: Path, records: dict[str, Translation], lines: Mapping[str, str] | None = None) -> None:
     ident = _identity(path)
+    _forget(str(path))
     if ident is None:
         return
-    _KNOWN.pop(str(path), None)
     _KNOWN[str(path)] = (ident, records)
+    if lines:
+        ids = [id(rec) for pid, rec in records.items() if pid in lines]
+        _LINES.update((id(rec), lines[pid]) for pid, rec in records.items() if pid in lines)
+        _LINES_OF[str(path)] = ids
     while len(_KNOWN) > _KNOWN_FILES:
-        _KNOWN.pop(next(iter(_KNOWN)))
+        _forget(next(iter(_KNOWN)))
+
+
+def line_of(record: Translation) -> str | None:
+    """The line this process wrote for this very record object (``to_line``), if it still knows
+    it; ``None`` otherwise (the caller serialises it)."""
+    return _LINES.get(id(record))
 
 
 def read_file(path: Path, *, tolerate_torn_tail: bool = False) -> dict[str, Translation]:
@@ -143,9 +161,9 @@ def write_file(path: Path, records: Iterable[Translation], *, lines: Mapping[str
         Path(tmp).unlink(missing_ok=True)
         raise
     if remember:
-        _remember(path, {rec.prompt_id: rec for rec in ordered})
+        _remember(path, {rec.prompt_id: rec for rec in ordered}, lines)
     else:
-        _KNOWN.pop(str(path), None)
+        _forget(str(path))
 
 
 class PartialWriter:
