@@ -170,3 +170,21 @@ def test_replicate_sums_match_float_sums() -> None:
         want = values[draws].sum(axis=1)
         np.testing.assert_array_equal(_replicate_sums(values, draws), want)
 
+
+
+def test_indexed_clusters_give_the_answer_of_the_names() -> None:
+    """Clusters indexed once (shared by a group's metrics) are the names' own indexing."""
+    import numpy as np
+    import pytest
+
+    from xsafety.report import stats
+
+    rng = np.random.default_rng(8)
+    a, b = (rng.random(300) < 0.3).astype(float), (rng.random(300) < 0.4).astype(float)
+    names = [f"set/p{int(x)}" for x in rng.integers(0, 90, size=300)]
+    stats._BOOT_CACHE.clear()
+    by_name = stats.paired_bootstrap(a, b, names, n_boot=300, seed=3)
+    stats._BOOT_CACHE.clear()
+    assert stats.paired_bootstrap(a, b, stats.Clusters.of(names), n_boot=300, seed=3) == by_name
+    with pytest.raises(ValueError):
+        stats.paired_bootstrap(a, b, stats.Clusters.of(names[:-1]), n_boot=300, seed=3)

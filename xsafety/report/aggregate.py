@@ -27,7 +27,7 @@ import polars as pl
 
 from xsafety.report.frame import BACK_MODE, ENGLISH, PRIMARY_MODE, RunData
 from xsafety.report.policy import Policy
-from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED, cohen_kappa, paired_bootstrap, wilson_interval
+from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED, Clusters, cohen_kappa, paired_bootstrap, wilson_interval
 
 PAIR_KEY = ["model", "base_set", "base_id", "attack", "variant"]
 METRICS = ("unsafe", "refusal", "fail")
@@ -104,14 +104,21 @@ def paired_frame(primary: pl.DataFrame) -> pl.DataFrame:
     return other.join(en, on=PAIR_KEY, how="inner")
 
 
-def paired_diff(part: pl.DataFrame, metric: str, base_suffix: str, *, n_boot: int, seed: int) -> Any:
+def prompt_clusters(part: pl.DataFrame) -> Clusters:
+    """The bootstrap clusters of ``part``'s rows: their base prompt (``base_set``/``base_id``)."""
+    return Clusters.of((part.get_column("base_set") + "/" + part.get_column("base_id")).to_numpy())
+
+
+def paired_diff(part: pl.DataFrame, metric: str, base_suffix: str, *, n_boot: int, seed: int,
+                clusters: Clusters | None = None) -> Any:
     """Paired bootstrap of ``metric`` against ``metric + base_suffix`` over the rows of ``part``.
 
     Resampling is clustered on the base prompt (``base_set``/``base_id``) so that one prompt seen
     in several locales or attacks does not count as independent evidence; rows are weighted by the
-    policy weight ``w``.
+    policy weight ``w``. ``clusters``: ``prompt_clusters(part)`` when the caller has it already.
     """
-    clusters = (part.get_column("base_set") + "/" + part.get_column("base_id")).to_numpy()
+    if clusters is None:
+        clusters = prompt_clusters(part)
     return paired_bootstrap(
         part.get_column(f"{metric}{base_suffix}").to_numpy(),
         part.get_column(metric).to_numpy(),
@@ -134,8 +141,9 @@ def _gap_rows(
     if joined.is_empty():
         return rows
     for key, part in sorted(joined.partition_by(group_cols, as_dict=True).items(), key=lambda kv: str(kv[0])):
+        clusters = prompt_clusters(part)  # shared by the metrics
         for metric in metrics:
-            res = paired_diff(part, metric, "_en", n_boot=n_boot, seed=seed)
+            res = paired_diff(part, metric, "_en", n_boot=n_boot, seed=seed, clusters=clusters)
             row: dict[str, Any] = dict(zip(group_cols, key))
             row.update(
                 metric=metric,

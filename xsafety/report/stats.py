@@ -69,10 +69,24 @@ class PairedDiff:
     p_value: float
 
 
+@dataclass(frozen=True, eq=False)
+class Clusters:
+    """Cluster names already indexed (``Clusters.of``), for several bootstraps over the same pairs
+    (the metrics of one group): the names are sorted once instead of once per metric."""
+
+    codes: np.ndarray  # each pair's index among the sorted distinct names
+
+    @classmethod
+    def of(cls, names: Sequence[object] | np.ndarray) -> "Clusters":
+        """Index ``names`` (compared as text) as ``paired_bootstrap`` does."""
+        _, codes = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
+        return cls(codes)
+
+
 def paired_bootstrap(
     a: Sequence[float] | np.ndarray,
     b: Sequence[float] | np.ndarray,
-    clusters: Sequence[object] | np.ndarray | None = None,
+    clusters: Sequence[object] | np.ndarray | Clusters | None = None,
     weights: Sequence[float] | np.ndarray | None = None,
     *,
     n_boot: int = DEFAULT_B,
@@ -85,7 +99,8 @@ def paired_bootstrap(
     unsafe in English and unsafe in Swahili for one prompt. Each bootstrap replicate draws clusters
     (default: each pair its own cluster) with replacement: one ``B x clusters`` index draw, then
     gathers of per-cluster weighted sums, so the whole computation is vectorised.
-    McNemar uses the unweighted discordant counts of binary outcomes.
+    McNemar uses the unweighted discordant counts of binary outcomes. ``clusters`` may come
+    indexed already (``Clusters``), the same answer as from the names.
     """
     xa = np.asarray(a, dtype=float)
     xb = np.asarray(b, dtype=float)
@@ -98,7 +113,9 @@ def paired_bootstrap(
     if clusters is None:
         codes = np.arange(n)
     else:
-        _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+        codes = (clusters if isinstance(clusters, Clusters) else Clusters.of(clusters)).codes
+        if codes.shape != xa.shape:
+            raise ValueError("clusters must name every pair")
     k = int(codes.max()) + 1
     # The same pairs are asked for more than once per report (several breakdowns of one model, the
     # terminal summary after the folder): the answer is a pure function of these bytes.

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from xsafety.report.aggregate import METRICS, Thresholds, paired_diff
+from xsafety.report.aggregate import METRICS, Thresholds, paired_diff, prompt_clusters
 from xsafety.report.build import ReportData
 from xsafety.report.csvsafe import write_csv
 from xsafety.report.stats import DEFAULT_B, DEFAULT_SEED
@@ -75,10 +75,11 @@ def variant_effects(
     for frame in (joined, pooled):
         for key, part in sorted(frame.partition_by(groups, as_dict=True).items(), key=lambda kv: str(kv[0])):
             model, attack, locale, variant = key
+            # Clustered on the prompt: the pooled row does not count one prompt's locales as
+            # independent evidence.
+            clusters = prompt_clusters(part)
             for metric in METRICS:
-                # Clustered on the prompt: the pooled row does not count one prompt's locales as
-                # independent evidence.
-                res = paired_diff(part, metric, "_base", n_boot=n_boot, seed=seed)
+                res = paired_diff(part, metric, "_base", n_boot=n_boot, seed=seed, clusters=clusters)
                 rows.append(
                     {
                         "model": model,
