@@ -59,7 +59,7 @@ import unicodedata
 import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -641,7 +641,7 @@ class LexiconJudge:
         else:
             self._memo.move_to_end(key)
         # A copy: a caller that changed its meta must not change the next answer.
-        return replace(found, meta=dict(found.meta))
+        return JudgeOutput(found.label, found.rationale, found.raw, found.categories, found.error, dict(found.meta))
 
     def judge_one(self, response: str, locale: str) -> JudgeOutput:
         """Decide one response; the returned label may be ``compliance`` (see the module docstring)."""
