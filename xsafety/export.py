@@ -63,7 +63,7 @@ from xsafety.report.categories import UNCATEGORISED, macro_of
 from xsafety.report.csvsafe import inert_cell as neutralise_cell
 from xsafety.report.frame import ENGLISH, PRIMARY_MODE, RunData, base_of, load_run
 from xsafety.report.wording import shown_label
-from xsafety.store import Store, record_fields
+from xsafety.store import Store, field_names, record_fields
 from xsafety.taxonomy import source_category as taxonomy_source_category
 
 log = logging.getLogger(__name__)
@@ -163,12 +163,17 @@ def _records(store: Store, cls: type[Response] | type[Verdict]) -> Iterator[dict
     Plain dicts, not records: building 80,000 frozen records costs seconds an explorer page
     should not wait for. When this process holds the table already (the report has just loaded
     it), the rows are the records' own field values (shallow: sequences stay tuples, which the
-    readers here only iterate) instead of the file parsed again.
+    readers here only iterate; the dicts are the records' own, so read, never written) instead of
+    the file parsed again.
     """
     held = store.table(cls).loaded()
     if held is not None:
+        n_fields = len(field_names(cls))
         for rec in held.values():
-            yield record_fields(rec)
+            # A frozen dataclass's instance dict is its fields, in order (what record_fields
+            # builds): read as it is, not copied, unless something more was set on the record.
+            own = rec.__dict__
+            yield own if len(own) == n_fields else record_fields(rec)
         return
     seen: set[str] = set()
     for row in store.table(cls).iter_dicts():
@@ -203,10 +208,21 @@ def item_rows(run: RunData) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     responses.sort(key=lambda r: (r["prompt_id"], r["locale"] != ENGLISH, r["locale"], r.get("attack", "none"),
                                   r.get("variant", "default"), r["model"]))
+    # A prompt's fields, worked out once for its ten or so responses (locales, attacks, models).
+    per_prompt: dict[tuple[str, str], tuple[str, str, str]] = {}
     for r in responses:
-        prompt = prompts.get((base_of(r["set"]), base_of(r["prompt_id"])))
-        rmeta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
-        category = (prompt.category if prompt else str(rmeta.get("category", "") or "")) or ""
+        pkey = (base_of(r["set"]), base_of(r["prompt_id"]))
+        prompt = prompts.get(pkey)
+        if prompt is not None:
+            known = per_prompt.get(pkey)
+            if known is None:
+                category = prompt.category or ""
+                known = per_prompt[pkey] = (category, macro_of(category), source_category(prompt))
+            category, macro, source = known
+        else:
+            rmeta = r.get("meta") if isinstance(r.get("meta"), dict) else {}
+            category = str(rmeta.get("category", "") or "") or ""
+            macro, source = macro_of(category), source_category(prompt)
         name, resource, accepted = meta.get(r["key"], (None, None, None))
         verdicts = _one_per_mode(by_response.get(r["key"], []), run.primary_judge)
         back = next((v.get("judged_text") for v in verdicts if v["mode"] != PRIMARY_MODE and v.get("judged_text")), None)
@@ -222,8 +238,8 @@ def item_rows(run: RunData) -> list[dict[str, Any]]:
             "attack": r.get("attack", "none"),
             "variant": r.get("variant", "default"),
             "category": category or UNCATEGORISED,
-            "macro": macro_of(category),
-            "source_category": source_category(prompt),
+            "macro": macro,
+            "source_category": source,
             "english_prompt": prompt.text if prompt else None,
             "prompt_sent": prompt_sent(r.get("messages") or ()),
             "response_text": r.get("text", ""),
