@@ -5,6 +5,7 @@ large run meets a spare core."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,20 +53,32 @@ def test_worker_writes_the_same_report_folder_byte_for_byte(tmp_path: Path, capl
     assert [name for name in a if a[name] != b[name]] == []  # index.html embeds the PNG bytes too
 
 
-def test_a_failed_worker_leaves_the_charts_to_the_report_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_worker_and_report_process_share_the_charts(tmp_path: Path) -> None:
+    """Charts drawn partly by the worker and partly here are those drawn all here."""
+    data = compute(_run(tmp_path / "run"))
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "here").mkdir()
+    pending = plots.PendingCharts(data, tmp_path / "shared", in_worker=True)
+    assert pending.worker is not None
+    deadline = time.monotonic() + 120
+    while not pending.worker.drawn and time.monotonic() < deadline:
+        time.sleep(0.05)  # let the worker draw one before this process takes the rest
+    assert pending.worker.drawn
+    shared = pending.result()
+    here = plots.PendingCharts(data, tmp_path / "here", in_worker=False).result()
+    assert list(shared) == list(here)
+    assert _files(tmp_path / "shared") == _files(tmp_path / "here")
+
+
+def test_a_failed_worker_leaves_its_charts_to_the_report_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     data = compute(_run(tmp_path / "run"))
     jobs = plots.chart_jobs(data, tmp_path / "unused")
     assert jobs and {j.kind for j in jobs} == {"forest", "heatmap"}
-    real_start = charts.start_worker
-
-    def broken(jobs: list[charts.ChartJob]) -> object:
-        # A job the worker cannot draw: it exits 1 having drawn nothing of it.
-        return real_start([charts.ChartJob("forest", "no-such-kind", {})])
-
-    monkeypatch.setattr(charts, "start_worker", broken)
+    # A worker that takes its first chart and dies drawing it.
+    monkeypatch.setattr(charts, "_LAUNCH", "import sys\nprint('ready', flush=True)\nsys.exit('worker lost')\n")
     out = folder.write_report(data, tmp_path / "report", chart_worker=True)
-    assert "chart worker failed" in caplog.text and "KeyError" in caplog.text
+    assert "chart worker failed" in caplog.text and "worker lost" in caplog.text
     reference = folder.write_report(data, tmp_path / "reference", chart_worker=False)
     assert _files(out) == _files(reference)
 

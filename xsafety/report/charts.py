@@ -12,8 +12,12 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import struct
 import subprocess
 import sys
+import tempfile
+import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,35 +172,111 @@ _LAUNCH = (
     "spec.loader.exec_module(module)\n"
     "module.serve()\n"
 )
+_LENGTH = struct.Struct("<Q")
+_DONE = -1
 
 
-def start_worker(jobs: list[ChartJob]) -> subprocess.Popen[bytes]:
-    """Start a process that draws ``jobs`` (``wait_worker`` says whether it drew them all)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _LAUNCH, os.path.abspath(__file__)],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    # A few kilobytes (grids of a few hundred cells): the write does not wait on the worker.
-    proc.stdin.write(pickle.dumps([(j.name, j.kind, j.kwargs) for j in jobs], protocol=pickle.HIGHEST_PROTOCOL))
-    proc.stdin.close()
-    return proc
+class ChartWorker:
+    """A process that draws a share of a report's charts while this one works on.
 
+    The jobs are handed out one at a time from a queue that this process drains from the other
+    end (``take``) once its own work is done, so the two finish together however the work
+    divides; a feeder thread answers the worker (it only waits on pipes, so it costs no CPU).
+    Protocol: the pickled jobs (length first) go to the worker's stdin once; the worker says
+    ``ready`` and, after each job, its index; the feeder answers with the next index or -1.
+    """
 
-def wait_worker(proc: subprocess.Popen[bytes]) -> str | None:
-    """Wait for a worker; None when it drew every job, else what went wrong (its last error line)."""
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode("utf-8", "replace")
-    code = proc.wait()
-    if code == 0:
-        return None
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    return f"exit {code}: {lines[-1] if lines else 'no message'}"
+    def __init__(self, jobs: list[ChartJob]) -> None:
+        self.queue: deque[int] = deque(range(len(jobs)))
+        self.sent: list[int] = []  # indices handed to the worker
+        self.drawn: set[int] = set()  # indices the worker reported done
+        # Its error output goes to a file: a pipe nobody reads while it fills could stall it.
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCH, os.path.abspath(__file__)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+        )
+        payload = pickle.dumps([(j.name, j.kind, j.kwargs) for j in jobs], protocol=pickle.HIGHEST_PROTOCOL)
+        assert self.proc.stdin is not None
+        try:
+            # A few kilobytes (grids of a few hundred cells): the write does not wait on the worker.
+            self.proc.stdin.write(_LENGTH.pack(len(payload)) + payload)
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it died at once: ``finish`` says why, and this process draws everything
+        self._feeder = threading.Thread(target=self._feed, name="chart-worker-feeder", daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            line = self.proc.stdout.readline()
+            while line:
+                if line.strip() != b"ready":
+                    self.drawn.add(int(line))
+                try:
+                    index = self.queue.popleft()
+                except IndexError:
+                    index = _DONE
+                else:
+                    self.sent.append(index)
+                self.proc.stdin.write(b"%d\n" % index)
+                self.proc.stdin.flush()
+                if index == _DONE:
+                    return
+                line = self.proc.stdout.readline()
+        except (OSError, ValueError):
+            return  # a broken pipe or a garbled line: the worker is lost, its jobs are drawn here
+
+    def take(self) -> int | None:
+        """The next job for this process (from the queue's far end), or None when none is left."""
+        try:
+            return self.queue.pop()
+        except IndexError:
+            return None
+
+    def finish(self) -> tuple[list[int], str | None]:
+        """Wait for the worker; (the jobs it was given but did not draw, what went wrong or None)."""
+        self._feeder.join()
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        code = self.proc.wait()
+        self._stderr.seek(0)
+        err = self._stderr.read().decode("utf-8", "replace")
+        self._stderr.close()
+        undrawn = [i for i in self.sent if i not in self.drawn]
+        if code == 0 and not undrawn:
+            return [], None
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        return undrawn, f"exit {code}: {lines[-1] if lines else 'no message'}"
+
+    def kill(self) -> None:
+        """Stop the worker at once (the report failed)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._feeder.join()
+        self._stderr.close()
 
 
 def serve() -> None:
-    """The worker's main: draw the pickled jobs read from stdin (from ``start_worker``, our own
-    parent process), in order; any error ends it with a traceback and exit 1."""
-    jobs = pickle.loads(sys.stdin.buffer.read())
-    for name, kind, kwargs in jobs:
+    """The worker's main (see ``ChartWorker``): draw the jobs it is handed, one at a time; any
+    error ends it with a traceback and exit 1."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    header = inp.read(_LENGTH.size)
+    if len(header) < _LENGTH.size:
+        return
+    jobs = pickle.loads(inp.read(_LENGTH.unpack(header)[0]))
+    out.write(b"ready\n")
+    out.flush()
+    for line in inp:
+        index = int(line)
+        if index == _DONE:
+            return
+        name, kind, kwargs = jobs[index]
         draw(ChartJob(name, kind, kwargs))
+        out.write(b"%d\n" % index)
+        out.flush()

@@ -104,9 +104,8 @@ def write_report(data: ReportData, out: Path, *, stamp: str | None = None,
             (tmp / STAMP_FILE).write_text(stamp + "\n", encoding="utf-8")
         _swap(tmp, out)
     except BaseException:
-        if pending is not None and pending.worker is not None and pending.worker.poll() is None:
-            pending.worker.kill()  # its charts would land in a folder being removed
-            pending.worker.wait()
+        if pending is not None:
+            pending.abandon()  # a worker's charts would land in a folder being removed
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("report written to %s", out)

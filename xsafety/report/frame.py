@@ -332,6 +332,7 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
 
     rows: list[dict[str, Any]] = []
     resource_cache: dict[str, str] = {}
+    macros: dict[str, str] = {}  # ALERT macro per category: a few dozen categories, 28,000 responses
     errors = 0
     for r in responses.values():
         if r.error:
@@ -344,6 +345,8 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
             resource_cache[r.locale] = resource_of(r.locale, resources)
         # A translation made for another set with this prompt is found by the key it was sent from.
         t = translations.get((r.set, r.locale, r.prompt_id)) or by_key.get(r.input_key)
+        if category not in macros:
+            macros[category] = macro_of(category)
         base = {
             "response_key": r.key,
             "model": r.model,
@@ -358,7 +361,7 @@ def load_run(run_dir: str | Path, primary_judge: str | None = None) -> RunData:
             "response_text": r.text,
             "response_error": r.error,
             "category": category or UNCATEGORISED,
-            "macro": macro_of(category),
+            "macro": macros[category],
             "xsafety_type": xtype or "none",
             "resource": resource_cache[r.locale],
             "tr_accepted": None if t is None else bool(t.accepted),

@@ -121,17 +121,19 @@ def chart_jobs(data: "ReportData", out: Path) -> list[ChartJob]:
 
 
 class PendingCharts:
-    """A report's charts being drawn: here at once, or by a worker process while the report
-    process writes its tables and pages (``in_worker``); ``result`` waits for them.
+    """A report's charts being drawn: here at once, or shared with a worker process
+    (``charts.ChartWorker``, ``in_worker``) that draws while this process writes the tables and
+    the item explorer; this process then draws what the worker has not started (``result``).
 
-    The worker draws the same jobs with the same matplotlib, so the files are the same bytes. Should
-    it fail (it cannot start, it is killed), the charts are drawn here instead, with a warning.
+    Either way each chart is the same ``heatmap``/``forest`` call of the same matplotlib, so the
+    files are the same bytes. Should the worker fail (it cannot start, it is killed), what it
+    did not finish is drawn here, with a warning.
     """
 
     def __init__(self, data: "ReportData", out: Path, *, in_worker: bool) -> None:
         self.out = out
         self.jobs = chart_jobs(data, out)
-        self.worker = charts.start_worker(self.jobs) if in_worker and self.jobs else None
+        self.worker = charts.ChartWorker(self.jobs) if in_worker and self.jobs else None
         self.images: dict[str, Path] | None = None
         if self.worker is None:
             self.images = {job.name: _draw_here(job) for job in self.jobs}
@@ -140,18 +142,25 @@ class PendingCharts:
         """Name (a key of ``HEATMAPS``) -> path of every chart drawn; stale charts of the folder removed."""
         if self.images is None:
             assert self.worker is not None
-            problem = charts.wait_worker(self.worker)
+            while (index := self.worker.take()) is not None:
+                _draw_here(self.jobs[index])
+            undrawn, problem = self.worker.finish()
             if problem is not None:
-                log.warning("report: the chart worker failed (%s); drawing the charts here", problem)
-                self.images = {job.name: _draw_here(job) for job in self.jobs}
-            else:
-                self.images = {job.name: job.kwargs["path"] for job in self.jobs}
+                log.warning("report: the chart worker failed (%s); drawing its charts here", problem)
+            for index in undrawn:
+                _draw_here(self.jobs[index])
+            self.images = {job.name: job.kwargs["path"] for job in self.jobs}
         for name, (file, _) in HEATMAPS.items():
             if name not in self.images:
                 (self.out / file).unlink(missing_ok=True)
         for file in LEGACY_FILES:
             (self.out / file).unlink(missing_ok=True)
         return self.images
+
+    def abandon(self) -> None:
+        """Stop the worker, if any, without waiting for its charts (the report failed)."""
+        if self.worker is not None and self.images is None:
+            self.worker.kill()
 
 
 def _locales(data: "ReportData", present: set[str]) -> list[str]:
