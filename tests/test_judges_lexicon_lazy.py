@@ -3,12 +3,14 @@
 Compiling every shipped list cost about a second of each judge load while a run reads a handful
 of locales. These tests hold the two promises that make compiling later safe: a list that would
 compile does compile (every shipped one, every section), and a list compiled on first use gives
-the same labels as one compiled up front.
+the same labels as one compiled up front. Also: the script share, counted per distinct character,
+equals a test of every character.
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from xsafety.data import judges_dir
 from xsafety.errors import ConfigError
 from xsafety.judges import load_judge
-from xsafety.judges.lexicon import LexiconJudge, PhraseList, parse_phrase_file
+from xsafety.judges.lexicon import SCRIPT_NAMES, LexiconJudge, PhraseList, parse_phrase_file, script_share
 
 REGEXES = ("opening_re", "start_re", "lead_re", "weak_re", "refute_re", "pivot_re", "not_re", "narrative_re", "anywhere_re")
 
@@ -84,3 +86,27 @@ def test_lists_compiled_on_first_use_label_the_examples_as_lists_compiled_up_fro
             assert (a.label, a.rationale, a.meta) == (b.label, b.rationale, b.meta), row["response"]
             checked += 1
     assert checked > 500
+
+
+def _share_per_character(text: str, scripts: tuple[str, ...]) -> tuple[float, int]:
+    """The plain definition: every character tested where it stands."""
+    prefixes = tuple(p for s in scripts for p in SCRIPT_NAMES.get(s, ()))
+    letters = [ch for ch in text if unicodedata.category(ch).startswith("L")]
+    inside = [ch for ch in letters if unicodedata.name(ch, "").startswith(prefixes)]
+    return (len(inside) / len(letters) if letters else 0.0), len(letters)
+
+
+@pytest.mark.parametrize(
+    ("text", "scripts"),
+    [
+        ("Как make бомбу? Как make бомбу?", ("Cyrl",)),
+        ("申し訳ありませんが、I can't help. 申し訳ありません", ("Jpan",)),
+        ("नमस्ते दुनिया, hello नमस्ते", ("Deva",)),  # vowel signs are marks, not letters
+        ("عذراً، لا يمكنني المساعدة. Sorry.", ("Arab",)),
+        ("12345 !!! ...", ("Latn",)),
+        ("", ("Latn",)),
+        ("Ǆemal ǅ ǆ ﬁ ĳ x", ("Latn", "Cyrl")),
+    ],
+)
+def test_script_share_counts_each_character_where_it_stands(text: str, scripts: tuple[str, ...]) -> None:
+    assert script_share(text, scripts) == _share_per_character(text, scripts)
