@@ -105,3 +105,13 @@ def test_worker_only_for_a_large_run_with_a_spare_core(tmp_path: Path, monkeypat
     assert not folder.charts_in_worker(dataclasses.replace(big, started=None))  # nothing measured
     monkeypatch.setattr(folder, "available_cores", lambda: 1)
     assert not folder.charts_in_worker(dataclasses.replace(big, started=start))
+
+
+def test_a_worker_that_cannot_start_leaves_the_charts_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    data = compute(_run(tmp_path / "run", n=30))
+    monkeypatch.setattr(charts.sys, "executable", str(tmp_path / "no-python"))
+    out = folder.write_report(data, tmp_path / "report", chart_worker=True)
+    assert "cannot start a chart worker" in caplog.text
+    monkeypatch.undo()
+    assert _files(out) == _files(folder.write_report(data, tmp_path / "reference", chart_worker=False))

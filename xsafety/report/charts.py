@@ -196,20 +196,16 @@ class ChartWorker:
             [sys.executable, "-c", _LAUNCH, os.path.abspath(__file__)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
         )
-        payload = pickle.dumps([(j.name, j.kind, j.kwargs) for j in jobs], protocol=pickle.HIGHEST_PROTOCOL)
-        assert self.proc.stdin is not None
-        try:
-            # A few kilobytes (grids of a few hundred cells): the write does not wait on the worker.
-            self.proc.stdin.write(_LENGTH.pack(len(payload)) + payload)
-            self.proc.stdin.flush()
-        except OSError:
-            pass  # it died at once: ``finish`` says why, and this process draws everything
+        self._payload = pickle.dumps([(j.name, j.kind, j.kwargs) for j in jobs], protocol=pickle.HIGHEST_PROTOCOL)
         self._feeder = threading.Thread(target=self._feed, name="chart-worker-feeder", daemon=True)
         self._feeder.start()
 
     def _feed(self) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         try:
+            # Written here, not by the report's thread: the worker reads it once matplotlib is loaded.
+            self.proc.stdin.write(_LENGTH.pack(len(self._payload)) + self._payload)
+            self.proc.stdin.flush()
             line = self.proc.stdout.readline()
             while line:
                 if line.strip() != b"ready":
@@ -226,7 +222,7 @@ class ChartWorker:
                     return
                 line = self.proc.stdout.readline()
         except (OSError, ValueError):
-            return  # a broken pipe or a garbled line: the worker is lost, its jobs are drawn here
+            return  # it died, or a garbled line: the worker is lost, its jobs are drawn here
 
     def take(self) -> int | None:
         """The next job for this process (from the queue's far end), or None when none is left."""

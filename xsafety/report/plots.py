@@ -133,7 +133,12 @@ class PendingCharts:
     def __init__(self, data: "ReportData", out: Path, *, in_worker: bool) -> None:
         self.out = out
         self.jobs = chart_jobs(data, out)
-        self.worker = charts.ChartWorker(self.jobs) if in_worker and self.jobs else None
+        self.worker: charts.ChartWorker | None = None
+        if in_worker and self.jobs:
+            try:
+                self.worker = charts.ChartWorker(self.jobs)
+            except OSError as exc:  # no interpreter to start, no process left
+                log.warning("report: cannot start a chart worker (%s); drawing the charts here", exc)
         self.images: dict[str, Path] | None = None
         if self.worker is None:
             self.images = {job.name: _draw_here(job) for job in self.jobs}
