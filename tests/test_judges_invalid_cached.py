@@ -4,7 +4,8 @@ Models give the same stock answer many times (a refusal sentence, the same loop)
 that read the response alone are kept per text, and the echo test computes its costly longest-run
 figure only for answers that pass its cheap figures. These tests hold that neither changes a
 finding: the prompt-dependent echo test is never taken from another item, a kept finding is not
-shared with its caller, and findings with warm caches equal findings from cold ones.
+shared with its caller, and findings with warm caches equal findings from cold ones. The loop
+test compares every unit length at once (numpy); it gives the figures of a scan per length.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from conftest import REPO
 from xsafety.judges import JudgeInput
 from xsafety.judges.invalid import (
     InvalidSettings,
+    _loop_scan,
     _text_only,
     _tokens,
     before_judge,
     echo_parts,
     echo_share,
+    loop,
     tokens,
 )
 
@@ -71,3 +74,24 @@ def test_findings_with_warm_caches_equal_findings_from_cold_ones() -> None:
     random.Random(7).shuffle(order)
     warm = {i: before_judge(items[i], SETTINGS) for i in order}
     assert [warm[i] for i in range(len(items))] == cold
+
+
+def test_loop_gives_the_scan_s_figures() -> None:
+    rng = random.Random(11)
+    cases: list[list[str]] = [[], ["a"], ["a", "a"], ["a"] * 4, ["a", "b"] * 3, ["x", "y", "z"] * 3 + ["w"]]
+    for _ in range(400):
+        vocab = [f"w{i}" for i in range(rng.choice((1, 2, 3, 5, 20)))]
+        length = rng.choice((5, 12, 40, 150))
+        words = [rng.choice(vocab) for _ in range(length)]
+        if rng.random() < 0.5:  # plant a repeated unit somewhere
+            unit = [rng.choice(vocab + ["u", "v"]) for _ in range(rng.randint(1, 12))]
+            at = rng.randint(0, len(words))
+            words[at:at] = unit * rng.randint(2, 5)
+        cases.append(words)
+    cases += [list(tokens(r["response"])) for r in _rows()]
+    for words in cases:
+        for max_period in (1, 3, 80):
+            assert loop(words, max_period) == _loop_scan(words, max_period), (words, max_period)
+    # Python numbers, not numpy's: the figures go into stored JSON.
+    share, period, reps = loop(["no"] * 12, 80)
+    assert (type(share), type(period), type(reps)) == (float, int, int)

@@ -146,7 +146,51 @@ def tokens(text: str) -> list[str]:
 def loop(words: Sequence[str], max_period: int) -> tuple[float, int, int]:
     """Share of ``words`` inside back-to-back repeats of one unit, and the largest loop's unit
     length and repeat count. A single word must occur 4+ times in a row, a phrase 3+ times, a unit
-    of ``LONG_UNIT`` or more words (a sentence, a line) twice."""
+    of ``LONG_UNIT`` or more words (a sentence, a line) twice.
+
+    For each unit length (period) p, a stretch where ``words[j] == words[j + p]`` for ``run``
+    positions in a row is a periodic stretch of ``run + p`` words; it is a loop when it holds the
+    unit ``need`` times. All periods are compared at once (numpy: a words x periods table), which
+    for a long answer is a fraction of a scan per period in Python; ``_loop_scan`` is that scan,
+    the definition, and gives the same figures.
+    """
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    n = len(words)
+    top = min(max_period, n // 2)
+    if top < 1:
+        return 0.0, 0, 0
+    index: dict[str, int] = {}
+    ids = np.fromiter((index.setdefault(w, len(index)) for w in words), dtype=np.int64, count=n)
+    # Past the end, distinct negative ids: no word equals them, so no run reaches beyond the text.
+    padded = np.concatenate([ids, -np.arange(1, top + 1, dtype=np.int64)])
+    windows = sliding_window_view(padded, top + 1)  # windows[j, k] = padded[j + k]
+    same = np.zeros((top, n + 2), dtype=np.int8)  # same[p - 1, j + 1]: words[j] == words[j + p]
+    same[:, 1:-1] = (windows[:, 1:] == windows[:, :1]).T
+    edges = np.diff(same, axis=1)
+    # Runs in the order the scan meets them: by period, then by position.
+    period_of, first = np.nonzero(edges == 1)
+    _, stop = np.nonzero(edges == -1)
+    period = period_of + 1
+    run = stop - first
+    span = run + period
+    need = np.where(period == 1, 4, np.where(period < LONG_UNIT, 3, 2))
+    keep = span // period >= need
+    if not keep.any():
+        return 0.0, 0, 0
+    first, stop, period, span = first[keep], stop[keep], period[keep], span[keep]
+    marks = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(marks, first, 1)  # a loop covers its first word ...
+    np.add.at(marks, stop + period, -1)  # ... to the end of its last repeat
+    covered = int(np.count_nonzero(np.cumsum(marks[:n]) > 0))
+    best = int(np.argmax(span))  # the first of the largest, as the scan keeps it
+    best_span, best_period = int(span[best]), int(period[best])
+    return covered / n, best_period, best_span // best_period
+
+
+def _loop_scan(words: Sequence[str], max_period: int) -> tuple[float, int, int]:
+    """``loop`` as a scan per period in Python: the definition its figures are tested against."""
     n = len(words)
     covered = [False] * n
     best = (0, 0)  # (words covered, period) of the largest loop
