@@ -102,3 +102,18 @@ def test_every_judge_kind_and_engine_has_a_version() -> None:
 
     assert set(KINDS) <= set(IMPLEMENTATION_VERSIONS)
     assert set(ENGINES) <= set(IMPLEMENTATION_VERSIONS)
+
+
+def test_remembered_response_keys_are_the_keys_of_the_parts() -> None:
+    """``response_key`` remembers keys by content; a second ask, a changed message or a message
+    with more fields must each give exactly what ``response_key_of`` computes."""
+    from xsafety.generate import GenItem, response_key, response_key_of
+
+    msgs = ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "¿Cómo?", "name": "u1"})
+    item = GenItem(prompt_id="p1", set="s", locale="es", attack="none", variant="v", messages=msgs)
+    want = response_key_of("sig", "p1", "es", "none", "v", msgs)
+    assert response_key("sig", item) == want and response_key("sig", item) == want
+    other = GenItem(prompt_id="p1", set="s", locale="es", attack="none", variant="v",
+                    messages=(msgs[0], {"role": "user", "content": "¿Cómo?"}))
+    assert response_key("sig", other) == response_key_of("sig", "p1", "es", "none", "v", other.messages) != want
+    assert response_key("sig2", item) == response_key_of("sig2", "p1", "es", "none", "v", msgs) != want

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.progress import Progress
@@ -91,7 +92,18 @@ def response_key(model_signature: str, item: GenItem) -> str:
     separate records instead of one shadowing the other. The set's name is not: a subset of a set
     (same ids, same texts) imported under another name reuses the full set's responses.
     """
-    return response_key_of(model_signature, item.prompt_id, item.locale, item.attack, item.variant, item.messages)
+    messages = tuple(tuple(m.items()) for m in item.messages)
+    return _response_key(model_signature, item.prompt_id, item.locale, item.attack, item.variant, messages)
+
+
+@lru_cache(maxsize=1 << 17)
+def _response_key(
+    model_signature: str, prompt_id: str, locale: str, attack: str, variant: str, messages: tuple[tuple[tuple[str, str], ...], ...]
+) -> str:
+    # A run asks the key of every item four times (the plan, twice, generation's pending list,
+    # and the run's cells): 28,000 hashes of canonical JSON each time. The messages come back as
+    # the same dicts, in the same key order, so the key is the one response_key_of gives.
+    return response_key_of(model_signature, prompt_id, locale, attack, variant, [dict(m) for m in messages])
 
 
 def response_key_of(

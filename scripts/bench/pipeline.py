@@ -88,7 +88,9 @@ def _serve(port_out: "mp.Queue[int]", stamps: str) -> None:
         async def dump() -> None:
             while True:
                 await asyncio.sleep(0.5)
-                Path(stamps).write_text(json.dumps(state))
+                # Whole or not at all: the bench reads the file while the server may be writing it.
+                Path(stamps + ".tmp").write_text(json.dumps(state))
+                os.replace(stamps + ".tmp", stamps)
 
         asyncio.create_task(dump())
         async with server:
