@@ -41,6 +41,7 @@ REFERENCE_ENGINE = "reference"
 # :3 -- references are not put through the gates in ``gates.NOT_FOR_REFERENCES`` (copy, unknown
 # words, refusal, repetition).
 REFERENCE_EXEMPTION = "reference-gate-exemption:3"
+REFERENCE_SKIP_WHY = "human reference: these gates look for machine translation's failures"
 
 
 def _resolve_locale(locale: Any) -> Any:
@@ -141,7 +142,10 @@ def make_record(
     why = reason(chosen)
     extra: dict[str, Any] = {}
     if chosen.candidate.meta.get(HUMAN_REFERENCE):
-        extra["gates_not_run"] = {n: NOT_FOR_REFERENCES[n] for n in settings.enabled if n in NOT_FOR_REFERENCES}
+        # The names, and one line of why (each gate's own reason is in gates.NOT_FOR_REFERENCES):
+        # 25,000 reference records each carrying every reason in full was 13% of their size.
+        extra["gates_not_run"] = {"gates": [n for n in settings.enabled if n in NOT_FOR_REFERENCES],
+                                  "why": REFERENCE_SKIP_WHY}
     if exempt:
         extra["gate_exempt"] = {"why": "human reference translation", "failed": chosen.failed}
         why = "human reference kept, exempt from the gates (" + why.removeprefix("failed ") + ")"
