@@ -2,8 +2,8 @@
 
 ``xsafety.report.plots`` decides what each chart shows (from the report's polars tables) and hands
 it here as a ``ChartJob``; this module only draws. It imports nothing of xsafety, so a worker
-process (``start_worker``) that draws a report's charts while the report process writes its
-tables and pages starts with matplotlib alone, loaded straight from this file. The worker draws
+process (``ChartWorker``) that shares a report's charts while the report process writes its
+tables and pages starts with matplotlib alone, loaded straight from this file. The worker makes
 the very same calls in the same matplotlib, so its PNG files are byte for byte the in-process ones.
 """
 

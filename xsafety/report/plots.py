@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from xsafety.report import charts
+# The drawing lives in charts (matplotlib only, for the worker); its names stay known here too.
 from xsafety.report.charts import ALPHA, GAP_SCALE_PP, MUTE, ChartJob, _cell_colours, heatmap  # noqa: F401
 from xsafety.report.frame import ENGLISH
 
