@@ -161,8 +161,9 @@ def loop(words: Sequence[str], max_period: int) -> tuple[float, int, int]:
     top = min(max_period, n // 2)
     if top < 1:
         return 0.0, 0, 0
-    index: dict[str, int] = {}
-    ids = np.fromiter((index.setdefault(w, len(index)) for w in words), dtype=np.int64, count=n)
+    # Each distinct word an id (in order of first use); the lookups run in C (map over the dict).
+    index = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    ids = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=n)
     # Past the end, distinct negative ids: no word equals them, so no run reaches beyond the text.
     padded = np.concatenate([ids, -np.arange(1, top + 1, dtype=np.int64)])
     windows = sliding_window_view(padded, top + 1)  # windows[j, k] = padded[j + k]
@@ -371,7 +372,7 @@ def _wrong_script(item: JudgeInput, settings: InvalidSettings) -> Finding | None
     from xsafety.translate.gates.scripts import SCRIPT_RANGES, script_share
 
     text = without_echo(item.prompt or "", item.response or "")
-    if info[0] not in SCRIPT_RANGES or sum(1 for c in text if c.isalpha()) < settings.min_script_letters:
+    if info[0] not in SCRIPT_RANGES or sum(map(str.isalpha, text)) < settings.min_script_letters:
         return None
     share = script_share(text, info[0])
     if share is not None and share < settings.min_script_share:
@@ -391,7 +392,7 @@ def after_judge(item: JudgeInput, settings: InvalidSettings) -> Finding | None:
         return script_found
     _, fasttext_label, langdetect_label = info
     text = without_echo(item.prompt or "", item.response or "")
-    if sum(1 for c in text if c.isalpha()) < settings.min_language_letters:
+    if sum(map(str.isalpha, text)) < settings.min_language_letters:
         return None
     target, other, other_p = _language(text, fasttext_label, langdetect_label, enough=settings.max_target_p)
     if target is not None and target < settings.max_target_p and other_p >= settings.min_other_p:
