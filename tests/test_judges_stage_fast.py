@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from xsafety.judges.stage import MODES, _translation_sources, _VerdictKeys, verdict_key
-from xsafety.records import GateResult, Translation
+from xsafety.judges.stage import MODES, _json_plain, _translation_sources, _VerdictKeys, _write_verdicts, verdict_key
+from xsafety.records import GateResult, Translation, Verdict
 from xsafety.store import _LOAD_CACHE, Store
 
 
@@ -60,3 +60,35 @@ def test_translation_sources_are_the_rows_load_keeps(tmp_path: Path) -> None:
     assert list(_translation_sources(Store(store.root))) == expected  # from the rows
     Store(store.root).table(Translation).load()
     assert list(_translation_sources(Store(store.root))) == expected  # from the records this process holds
+
+
+def _verdict(key: str, meta: dict, categories: tuple = ()) -> Verdict:  # type: ignore[type-arg]
+    return Verdict(key=key, response_key="r", judge="j", mode="native", label="refusal", rationale="why ü",
+                   categories=categories, meta=meta)
+
+
+BATCHES = [
+    [_verdict("a", {"phrase": "i can't", "list": "en", "invalid": {"loop_share": 0.5, "period": 2}}),
+     _verdict("b", {"context": [{"role": "user", "content": "中文 \"q\"\n"}], "score": float("nan")}, ("S1", "S2")),
+     _verdict("c", {"lone": "\udc80 surrogate", "n": None, "ok": True, "t": ("x", 1)})],
+    [_verdict("d", {"by_number": {1: "one"}})],  # a key that is not a string: written by `write`
+    [_verdict("e", {"flag": {True: "yes"}}), _verdict("f", {})],
+    [_verdict("g", {"gate": GateResult(name="x", score=None, threshold=None, passed=True)})],  # an object
+]
+
+
+def test_verdict_batches_are_stored_as_write_stores_them(tmp_path: Path) -> None:
+    plain, batched = Store(tmp_path / "plain"), Store(tmp_path / "batched")
+    with plain.table(Verdict).writer() as w:
+        for batch in BATCHES:
+            for record in batch:
+                w.write(record)
+    with batched.table(Verdict).writer() as w:
+        for batch in BATCHES:
+            _write_verdicts(w, batch)
+    (a,), (b,) = plain.table(Verdict).shards(), batched.table(Verdict).shards()
+    assert a.read_bytes() == b.read_bytes()
+    assert len(a.read_bytes().splitlines()) == 7
+    assert all(_json_plain(r.meta) for r in BATCHES[0])  # the first batch took the one-write path
+    assert not _json_plain({1: "one"}) and not _json_plain({"k": [GateResult("x", None, None, True)]})
+    assert _json_plain({"k": [{"a": (1, 2.5, None, True)}]})

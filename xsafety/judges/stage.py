@@ -299,6 +299,7 @@ def judge_run(
                 except Exception as exc:  # the judge failed as a whole: keep going, retry next run
                     log.warning("judge failed on a batch: %s", exc)
                     outputs = [JudgeOutput("invalid", f"judge failed: {exc}", error=f"model: {exc}") for _ in chunk]
+                done: list[Verdict] = []
                 for task, out in zip(chunk, outputs):
                     out = finalize(out) if out.label == COMPLIANCE else out
                     record = _verdict(task, sig, out)
@@ -312,13 +313,44 @@ def judge_run(
                         summary.unparsable += 1
                     summary.new += 1
                     summary.labels[out.label] = summary.labels.get(out.label, 0) + 1
-                    ok.write(record)
+                    done.append(record)
+                _write_verdicts(ok, done)
                 rate = len(chunk) / max(time.perf_counter() - t0, 1e-9)
                 bar.advance(len(chunk), rate=f"{rate:.1f} it/s")
     summary.seconds = time.perf_counter() - started
     # What this machine managed, for the time estimates of later dry runs.
     throughput.record("judge", sig, summary.new, summary.seconds)
     return summary
+
+
+def _write_verdicts(writer: Any, records: list[Verdict]) -> None:
+    """Append one batch's verdicts: one write and flush for the batch, where that gives the lines
+    ``write`` would.
+
+    ``write_parsed`` encodes a record's own values (no ``to_dict`` copy first), which gives the
+    very line ``write`` does when every dict key in it is a string; a verdict with any other key
+    or value in its meta (a judge's own figures keyed by number, an object) is written by ``write``. A batch is
+    judged as a whole before any of it is written, so writing it at once loses no more to a kill.
+    """
+    if all(_json_plain(r.meta) and _json_plain(r.categories) for r in records):
+        writer.write_parsed(records)
+        return
+    for record in records:
+        writer.write(record)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _json_plain(value: Any) -> bool:
+    """True when ``value`` is JSON's own kind of value: plain dicts with string keys, lists, tuples,
+    strings, numbers, booleans and None, nested in any way (anything else: False, and ``write``)."""
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str and _json_plain(v) for k, v in value.items())
+    if kind is list or kind is tuple:
+        return all(_json_plain(v) for v in value)
+    return kind in _PLAIN
 
 
 @contextmanager
