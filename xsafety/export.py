@@ -63,7 +63,7 @@ from xsafety.report.categories import UNCATEGORISED, macro_of
 from xsafety.report.csvsafe import inert_cell as neutralise_cell
 from xsafety.report.frame import ENGLISH, PRIMARY_MODE, RunData, base_of, load_run
 from xsafety.report.wording import shown_label
-from xsafety.store import Store, field_names, record_fields
+from xsafety.store import Store, record_fields
 from xsafety.taxonomy import source_category as taxonomy_source_category
 
 log = logging.getLogger(__name__)
@@ -163,17 +163,14 @@ def _records(store: Store, cls: type[Response] | type[Verdict]) -> Iterator[dict
     Plain dicts, not records: building 80,000 frozen records costs seconds an explorer page
     should not wait for. When this process holds the table already (the report has just loaded
     it), the rows are the records' own field values (shallow: sequences stay tuples, which the
-    readers here only iterate; the dicts are the records' own, so read, never written) instead of
-    the file parsed again.
+    readers here only iterate) instead of the file parsed again.
     """
     held = store.table(cls).loaded()
     if held is not None:
-        n_fields = len(field_names(cls))
+        # Fresh dicts, not the records' own ``__dict__``: asking for that makes Python give each of
+        # 60,000 held records a dict of its own for as long as the store keeps them.
         for rec in held.values():
-            # A frozen dataclass's instance dict is its fields, in order (what record_fields
-            # builds): read as it is, not copied, unless something more was set on the record.
-            own = rec.__dict__
-            yield own if len(own) == n_fields else record_fields(rec)
+            yield record_fields(rec)
         return
     seen: set[str] = set()
     for row in store.table(cls).iter_dicts():
