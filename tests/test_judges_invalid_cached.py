@@ -19,6 +19,7 @@ from xsafety.judges import JudgeInput
 from xsafety.judges.invalid import (
     InvalidSettings,
     _loop_scan,
+    _loop_table,
     _text_only,
     _tokens,
     before_judge,
@@ -91,7 +92,9 @@ def test_loop_gives_the_scan_s_figures() -> None:
     cases += [list(tokens(r["response"])) for r in _rows()]
     for words in cases:
         for max_period in (1, 3, 80):
-            assert loop(words, max_period) == _loop_scan(words, max_period), (words, max_period)
+            want = _loop_scan(words, max_period)
+            assert loop(words, max_period) == want, (words, max_period)
+            assert _loop_table(words, max_period) == want, (words, max_period)  # at any length
     # Python numbers, not numpy's: the figures go into stored JSON.
-    share, period, reps = loop(["no"] * 12, 80)
+    share, period, reps = _loop_table(["no"] * 12, 80)
     assert (type(share), type(period), type(reps)) == (float, int, int)
