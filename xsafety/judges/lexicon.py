@@ -450,13 +450,20 @@ def _weight(text: str) -> int:
     return len(text) + 2 * sum(1 for ch in text if "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af")
 
 
+def _longest_first(phrase: str) -> tuple[int, str]:
+    """Alternation order: longest first (the reported match is the most specific phrase), then
+    alphabetical. Length alone left equal-length phrases in set order, which changes with the
+    process's string hash seed, so two processes could compile different patterns."""
+    return (-len(phrase), phrase)
+
+
 def _compile(
     phrases: list[str], boundary: str, unspaced: bool, clause_spaces: bool = False, *, group: bool = False
 ) -> re.Pattern[str] | None:
     if not phrases:
         return None
     # Longest first so that the reported match is the most specific phrase.
-    alts = "|".join(phrase_regex(p, unspaced, clause_spaces) for p in sorted(set(phrases), key=len, reverse=True))
+    alts = "|".join(phrase_regex(p, unspaced, clause_spaces) for p in sorted(set(phrases), key=_longest_first))
     left = f"(?<!{W})" if boundary in ("word", "left") else ""
     right = f"(?!{W})" if boundary == "word" else ""
     if group:
@@ -471,10 +478,10 @@ def _compile_start(
     if not starts:
         return None
     right = f"(?!{W})" if boundary == "word" else ""
-    alts = "|".join(phrase_regex(p, unspaced, clause_spaces) for p in sorted(set(starts), key=len, reverse=True))
+    alts = "|".join(phrase_regex(p, unspaced, clause_spaces) for p in sorted(set(starts), key=_longest_first))
     sep = r"[\W_]*"
     if leads:
-        lead_alts = "|".join(phrase_regex(p, unspaced, clause_spaces) for p in sorted(set(leads), key=len, reverse=True))
+        lead_alts = "|".join(phrase_regex(p, unspaced, clause_spaces) for p in sorted(set(leads), key=_longest_first))
         prefix = f"{sep}(?:(?:{lead_alts}){right}{sep})*"
     else:
         prefix = sep
