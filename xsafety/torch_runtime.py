@@ -295,12 +295,15 @@ def hub_snapshot(model_id: str, revision: str | None = None) -> tuple[str | None
     built from that would differ from every later one.
     """
     try:
-        from transformers.utils import cached_file
+        # huggingface_hub's own cache lookup (what transformers' cached_file does offline): asking
+        # through transformers imported it, 0.9 CPU-s in every process that only checks whether a
+        # translation model is cached, such as each judge stage's back-translation engine pick.
+        from huggingface_hub import try_to_load_from_cache
 
-        path = cached_file(model_id, "config.json", revision=revision, local_files_only=True)
+        path = try_to_load_from_cache(model_id, "config.json", revision=revision)
     except Exception:  # noqa: BLE001 - not in the cache (or not a hub id): nothing to name it by
         return None, None
-    if path is None:
+    if not isinstance(path, str):  # None (not cached) or the marker of a file known to be absent
         return None, None
     snapshot = Path(path).parent
     return snapshot.name, snapshot
