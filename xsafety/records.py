@@ -16,6 +16,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Literal, TypeVar
 
 from xsafety.versions import IMPLEMENTATION_VERSIONS
@@ -193,13 +194,15 @@ class Prompt(Record):
     tags: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    # Worked out once per record (the record is frozen, so they cannot go stale): a run asks
+    # every prompt's keys once per locale and stage, each a hash of canonical JSON.
+    @cached_property
     def key(self) -> str:
         """Identity of the prompt: its id and text (a changed text is a new prompt). The set's
         name is left out, so a subset imported under another name shares its records."""
         return stable_hash("prompt", self.id, self.text)
 
-    @property
+    @cached_property
     def set_key(self) -> str:
         """The prompt within its set: the row key of a run's prompts table (one row per set name,
         so a report finds a subset's own categories), and the prompt key of store format 1."""
