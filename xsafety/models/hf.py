@@ -35,8 +35,8 @@ from xsafety.models.base import ChatRequest, ChatResult, Decoding, ResultCallbac
 from xsafety.records import signature, stable_hash, text_hash
 from xsafety.torch_runtime import (
     apply_threads,
-    cpu_sample,
     causal_lm_cost,
+    cpu_sample,
     hub_snapshot,
     pack_batches,
     pick_device,

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from xsafety.data import translation_dirs
 from xsafety.errors import InputError
@@ -84,9 +84,11 @@ def _remember(path: Path, records: dict[str, Translation], lines: Mapping[str, s
         return
     _KNOWN[str(path)] = (ident, records)
     if lines:
-        ids = [id(rec) for pid, rec in records.items() if pid in lines]
-        _LINES.update((id(rec), lines[pid]) for pid, rec in records.items() if pid in lines)
-        _LINES_OF[str(path)] = ids
+        ids = _LINES_OF[str(path)] = []
+        for pid, rec in records.items():
+            if pid in lines:
+                _LINES[id(rec)] = lines[pid]
+                ids.append(id(rec))
     while len(_KNOWN) > _KNOWN_FILES:
         _forget(next(iter(_KNOWN)))
 

@@ -24,8 +24,8 @@ from typing import Any
 from xsafety.records import GateResult
 from xsafety.translate.engines.base import Candidate, Engine
 from xsafety.translate.gates import GateSettings, failed, run_gates
-from xsafety.translate.gates.langid import HUMAN_REFERENCE
 from xsafety.translate.gates.base import GateInput
+from xsafety.translate.gates.langid import HUMAN_REFERENCE
 from xsafety.translate.gates.quality import QualityModel
 
 log = logging.getLogger(__name__)
